@@ -1,0 +1,299 @@
+"""Batched, reproducible inference: closed segments in, one float32 vector per segment out.
+
+Determinism on CPU. A segment's vector must be bit-identical whatever else shares its batch, in
+what order, at what batch size, and in another process: a replay must republish identical bytes,
+and the store upserts by (user, segment, model_version). Folding a batch into matrix rows, as
+nn.Linear does, breaks that: MKL picks its sgemm kernel by shape, and a row's output differs in the
+last bit between a 5-row and a 64-row product (measured, torch 2.13, MKL 2024.2, AVX-512). So:
+
+1. A segment's padded length is a function of the segment alone: its event count rounded up to a
+   fixed ladder (8, 12, 16, 24, 32, 48, ..., max_events; all multiples of 4). Batches group one
+   bucket, so short segments are not padded to the longest, and no segment's tensors change shape
+   with the company it keeps.
+2. SegmentEncoder multiplies each segment by its own GEMM of a shape fixed by its bucket (see
+   SegmentLinear; attention is batched per segment and head on contiguous tensors), normalises
+   and softmaxes row by row, and uses only exactly-rounded elementwise ops (add, mul, div, ReLU).
+   Torch's vectorised transcendentals (GELU, sigmoid, log1p, ...) round differently in a loop's
+   vector body and its scalar tail, so their result depends on an element's offset in the
+   flattened batch; the model uses none, and the time features are computed per event in Python.
+3. No forward pass has a batch of one: torch hands a batch of one matrix pair to mm and a batch of
+   several to its own small-matrix loop or MKL's batched GEMM, which sum in different orders for
+   small products. A lone segment is encoded beside a copy of itself.
+4. dim and max_events are multiples of 8 (SegmentEncoderConfig checks), the shapes measured.
+
+The unit tests compare a segment encoded alone with the same segment inside batches of other
+sizes and orders, under several torch thread counts and in a second process, with np.array_equal.
+Not promised: equal bits across CPU instruction sets, MKL or torch versions, or with
+torch.set_float32_matmul_precision below "highest" (which lets oneDNN use bf16); nor on CUDA, where
+bf16 autocast and cuBLAS's heuristics make vectors close, not identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import operator
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from encoders.checkpoint import content_version, read_checkpoint, write_checkpoint
+from encoders.errors import EncoderError
+from encoders.model import N_TIME_FEATURES, SegmentEncoder, SegmentEncoderConfig
+from encoders.vocab import ItemVocabulary
+from schemas import ACTIONS
+
+__all__ = ["SegmentBatchEncoder", "SegmentInput", "bucket_lengths", "segment_arrays"]
+
+_SMALLEST_BUCKET = 8
+_ACTION_INDEX = {name: i for i, name in enumerate(ACTIONS)}
+
+
+@dataclass(frozen=True)
+class SegmentInput:
+    """One closed segment's events, in arrival order."""
+
+    item_ids: Sequence[str]
+    actions: Sequence[int]  # index into schemas.ACTIONS
+    event_times_ms: Sequence[int]
+    weights: Sequence[float | None]  # e.g. a rating; None when absent
+
+    @classmethod
+    def from_events(cls, events: Iterable[Mapping[str, Any]]) -> SegmentInput:
+        """Build from ClosedSegment.events records as the Avro codec decodes them (action a symbol)."""
+        items: list[str] = []
+        actions: list[int] = []
+        times: list[int] = []
+        weights: list[float | None] = []
+        for e in events:
+            action = e["action"]
+            if isinstance(action, str):
+                if action not in _ACTION_INDEX:
+                    raise EncoderError(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
+                action = _ACTION_INDEX[action]
+            items.append(e["item_id"])
+            actions.append(action)
+            times.append(e["event_time_ms"])
+            weights.append(e.get("weight"))
+        return cls(items, actions, times, weights)
+
+
+def bucket_lengths(max_events: int) -> tuple[int, ...]:
+    """Return the padded lengths segments are bucketed to: 8, 12, 16, 24, 32, 48, ..., then max_events.
+
+    Steps of 1.5x and 2x alternate, so padding wastes at most a third of a pass; all are multiples
+    of 4, and the ladder depends on max_events only (never on a batch).
+    """
+    lengths = []
+    length = _SMALLEST_BUCKET
+    while length < max_events:
+        lengths.append(length)
+        if length * 3 // 2 < max_events:
+            lengths.append(length * 3 // 2)
+        length *= 2
+    return (*lengths, max_events)
+
+
+def _signed_log1p(x: float) -> float:
+    return math.copysign(math.log1p(abs(x)), x)
+
+
+def segment_arrays(
+    segment: SegmentInput, vocab: ItemVocabulary, config: SegmentEncoderConfig, index: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return one segment's (item rows (n,), action rows (n,), time features (n, 4)), n <= max_events.
+
+    A segment longer than config.max_events keeps its last max_events events: the most recent
+    behaviour says most about what comes next, and truncating here bounds the encoder's cost per
+    segment. The features are computed over the whole segment before truncating, so a kept event
+    sees the same "seconds since the segment started" and "gap to the previous event" as it would
+    untruncated. `index` only names the segment in error messages.
+    """
+    n = len(segment.item_ids)
+    if not n:
+        raise EncoderError(f"segment {index} has no events")
+    if not (len(segment.actions) == len(segment.event_times_ms) == len(segment.weights) == n):
+        raise EncoderError(
+            f"segment {index}: item_ids, actions, event_times_ms and weights differ in length "
+            f"({n}, {len(segment.actions)}, {len(segment.event_times_ms)}, {len(segment.weights)})"
+        )
+    try:
+        actions = [operator.index(a) for a in segment.actions]
+        times = [operator.index(t) for t in segment.event_times_ms]
+    except TypeError as exc:
+        raise EncoderError(f"segment {index}: actions and event times must be integers ({exc})") from None
+    if min(actions) < 0 or max(actions) >= config.n_actions:
+        raise EncoderError(f"segment {index}: action outside 0..{config.n_actions - 1}")
+    start = min(times)  # the earliest event, so "since start" is never negative
+    prev = times[0]
+    features = []
+    for t, w in zip(times, segment.weights, strict=True):
+        since_start = math.log1p((t - start) / 1000.0)
+        gap = _signed_log1p((t - prev) / 1000.0)  # negative for an event that arrived out of order
+        prev = t
+        weight = None if w is None else _as_float(w, index)
+        # A non-finite weight is treated as absent: one bad field should not poison the vector.
+        if weight is None or not math.isfinite(weight):
+            features.append((since_start, gap, 0.0, 0.0))
+        else:
+            features.append((since_start, gap, _signed_log1p(weight), 1.0))
+    keep = slice(max(0, n - config.max_events), n)
+    item_ids = segment.item_ids[keep]
+    if not all(isinstance(i, str) for i in item_ids):
+        raise EncoderError(f"segment {index}: item ids must be strings")
+    return (
+        vocab.rows(item_ids),
+        np.asarray(actions[keep], dtype=np.int64),
+        np.asarray(features[keep], dtype=np.float32).reshape(-1, N_TIME_FEATURES),  # (n, 4)
+    )
+
+
+def _as_float(value: Any, index: int) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise EncoderError(f"segment {index}: weight {value!r} is not a number") from None
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type not in ("cpu", "cuda"):
+        raise EncoderError(f"device must be auto, cpu or cuda, got {device!r}")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise EncoderError("device cuda requested but torch sees no CUDA device")
+    return resolved
+
+
+class SegmentBatchEncoder:
+    """Encode closed segments in batches with one frozen model; what the encoder stage holds.
+
+    Treat it as immutable: model_version names the weights it was built with.
+    """
+
+    def __init__(
+        self,
+        model: SegmentEncoder,
+        vocab: ItemVocabulary,
+        device: str | torch.device = "auto",
+        max_batch_tokens: int = 16384,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        if vocab.n_rows != model.config.n_item_buckets:
+            raise EncoderError(
+                f"vocabulary has {vocab.n_rows} rows, config.n_item_buckets {model.config.n_item_buckets}"
+            )
+        if max_batch_tokens < 2 * model.config.max_events:
+            raise EncoderError(
+                f"max_batch_tokens {max_batch_tokens} is below 2 * max_events ({2 * model.config.max_events})"
+            )
+        self.config = model.config
+        self.vocab = vocab
+        self.max_batch_tokens = max_batch_tokens  # padded events per forward pass; more on a GPU
+        self.extra = dict(extra or {})
+        self._device = _resolve_device(device)
+        self._model = model.eval().requires_grad_(False).to(self._device)
+        self._buckets = bucket_lengths(self.config.max_events)
+        self._model_version = content_version(self.config, self._model.state_dict(), vocab)
+        # Rankers score against these; a CPU copy so item_vectors never waits on a GPU.
+        self._item_table = self._model.item_emb.weight.detach().to("cpu", torch.float32).numpy().copy()
+
+    @classmethod
+    def untrained(
+        cls, config: SegmentEncoderConfig | None = None, seed: int = 0, device: str | torch.device = "auto"
+    ) -> SegmentBatchEncoder:
+        """Build the reproducible default model: weights from `seed` alone, items hashed.
+
+        Module construction draws from torch's global RNG, so it runs inside fork_rng (the
+        caller's RNG state is left as it was); the weights then come from a private generator.
+        """
+        config = config or SegmentEncoderConfig()
+        with torch.random.fork_rng(devices=[]):
+            model = SegmentEncoder(config)
+        model.reset_parameters(torch.Generator().manual_seed(seed))
+        return cls(model, ItemVocabulary.hashing(config.n_item_buckets), device=device)
+
+    @classmethod
+    def load(
+        cls, checkpoint_dir: str | os.PathLike[str], device: str | torch.device = "auto"
+    ) -> SegmentBatchEncoder:
+        """Load a verified checkpoint directory (see encoders.checkpoint)."""
+        ckpt = read_checkpoint(checkpoint_dir)
+        with torch.device("meta"):
+            model = SegmentEncoder(ckpt.config)
+        model.load_state_dict(ckpt.state_dict, strict=True, assign=True)
+        return cls(model, ckpt.vocab, device=device, extra=ckpt.extra)
+
+    def save(self, checkpoint_dir: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> str:
+        """Write a checkpoint directory; `extra` (default: what was loaded) goes into the manifest."""
+        extra = self.extra if extra is None else extra
+        return write_checkpoint(checkpoint_dir, self.config, self._model.state_dict(), self.vocab, extra)
+
+    @property
+    def model_version(self) -> str:
+        """Short hash of config, weights and vocabulary: equal content, equal version."""
+        return self._model_version
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def model(self) -> SegmentEncoder:
+        """The frozen module (eval mode, no gradients); for inspection and evaluation."""
+        return self._model
+
+    def encode(self, segments: Sequence[SegmentInput]) -> np.ndarray:
+        """Return (N, dim) float32 vectors, row i for segments[i]; raise EncoderError on a bad segment."""
+        arrays = [segment_arrays(s, self.vocab, self.config, i) for i, s in enumerate(segments)]
+        out = np.empty((len(arrays), self.dim), dtype=np.float32)
+        by_bucket: dict[int, list[int]] = {}
+        for i, (rows, _, _) in enumerate(arrays):
+            length = next(b for b in self._buckets if b >= len(rows))
+            by_bucket.setdefault(length, []).append(i)
+        autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if self._device.type == "cuda":
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+        with torch.inference_mode(), autocast:
+            for length in sorted(by_bucket):
+                members = by_bucket[length]
+                per_pass = self.max_batch_tokens // length
+                for start in range(0, len(members), per_pass):
+                    chunk = members[start : start + per_pass]
+                    batch = [arrays[i] for i in chunk]
+                    if len(batch) == 1:  # never a batch of one; see the module docstring
+                        batch.append(batch[0])
+                    vectors = self._model(*self._pad(batch, length))  # (B, dim)
+                    out[chunk] = vectors[: len(chunk)].float().cpu().numpy()
+        return out
+
+    def _pad(
+        self, arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]], length: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stack segments into (B, length) tensors; real events first, padding rows and zeros after."""
+        B = len(arrays)
+        items = np.zeros((B, length), dtype=np.int64)
+        actions = np.zeros((B, length), dtype=np.int64)
+        features = np.zeros((B, length, N_TIME_FEATURES), dtype=np.float32)
+        mask = np.zeros((B, length), dtype=np.bool_)
+        for r, (rows, acts, feats) in enumerate(arrays):
+            n = len(rows)
+            items[r, :n] = rows
+            actions[r, :n] = acts
+            features[r, :n] = feats
+            mask[r, :n] = True
+        dev = self._device
+        return tuple(torch.from_numpy(a).to(dev) for a in (items, actions, features, mask))  # type: ignore[return-value]
+
+    def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Return the (n, dim) float32 embeddings candidates are scored with (OOV row for unknown ids)."""
+        return self._item_table[self.vocab.rows(item_ids)]

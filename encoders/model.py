@@ -1,0 +1,244 @@
+"""The segment encoder: a small transformer that turns one closed segment's events into one vector.
+
+The CPU forward pass is built so that a segment's vector depends on that segment alone (and the
+bucket length it is padded to), never on the other rows of its batch: each segment goes through
+its own matrix products (SegmentLinear, attention per segment and head), LayerNorm and softmax
+work row by row, and the only elementwise ops are exactly rounded ones (add, mul, div, ReLU).
+encoders.inference explains why, with what was measured, and supplies the rest (bucketing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from encoders.errors import EncoderError
+from schemas import ACTIONS
+
+__all__ = ["N_TIME_FEATURES", "SegmentEncoder", "SegmentEncoderConfig"]
+
+# Per-event time features, computed by encoders.inference.segment_arrays: log1p seconds since the
+# segment's earliest event, signed log1p seconds since the previous event, signed log1p of the
+# weight (0 when absent), and 1/0 for whether a weight is present.
+N_TIME_FEATURES = 4
+
+
+@dataclass(frozen=True)
+class SegmentEncoderConfig:
+    """Shape and initialisation of a SegmentEncoder; a bigger GPU model is only a bigger config."""
+
+    dim: int = 64  # width of tokens, segment vectors and item embeddings (one space; a multiple of 8)
+    n_layers: int = 2  # transformer blocks
+    n_heads: int = 2  # attention heads per block; dim must be a multiple of it
+    mlp_ratio: int = 4  # the feed-forward hidden width is mlp_ratio * dim
+    dropout: float = 0.1  # dropout rate while training; inference runs in eval mode, where it is off
+    max_events: int = 256  # learned positions (a multiple of 8); a longer segment keeps its last max_events
+    n_actions: int = len(ACTIONS)  # rows of the action embedding: one per schemas.ACTIONS symbol
+    # rows of the item embedding, row 0 padding: hash buckets for an untrained model, or an explicit
+    # vocabulary's size + 2 (padding and out-of-vocabulary rows) for a trained one
+    n_item_buckets: int = 2**15
+    bias: bool = True  # biases in the Linear layers and LayerNorms
+    init_std: float = 0.02  # std of the normal initialisation of every weight matrix and embedding
+    layer_norm_eps: float = 1e-5  # LayerNorm epsilon
+
+    def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem:
+            raise EncoderError(f"SegmentEncoderConfig: {problem}")
+
+    def _problem(self) -> str | None:
+        for name in ("dim", "n_layers", "n_heads", "mlp_ratio", "max_events", "n_actions"):
+            if getattr(self, name) < 1:
+                return f"{name} must be >= 1, got {getattr(self, name)}"
+        if self.n_item_buckets < 2:
+            return f"n_item_buckets must be >= 2, got {self.n_item_buckets}"
+        if self.dim % self.n_heads:
+            return f"dim {self.dim} is not a multiple of n_heads {self.n_heads}"
+        # Reproducible CPU vectors are measured for these shapes only: odd widths and lengths change
+        # the alignment of a segment's rows with its place in the batch, and MKL's kernels with it.
+        if self.dim % 8 or self.max_events % 8:
+            return f"dim ({self.dim}) and max_events ({self.max_events}) must be multiples of 8"
+        if not 0.0 <= self.dropout < 1.0:
+            return f"dropout must be in [0, 1), got {self.dropout}"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as plain JSON values (what config.json holds)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SegmentEncoderConfig:
+        """Build a config from config.json's object, refusing unknown fields and wrong types."""
+        if not isinstance(data, dict):
+            raise EncoderError(f"encoder config must be a JSON object, got {type(data).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise EncoderError(f"unknown encoder config fields: {', '.join(unknown)}")
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            want = type(getattr(defaults, name))
+            if want is float and type(value) is int:
+                value = float(value)  # JSON writes 0.0 as 0 in some tools; keep the content canonical
+            if type(value) is not want:
+                raise EncoderError(f"encoder config field {name} must be {want.__name__}, got {value!r}")
+            values[name] = value
+        return cls(**values)
+
+
+class SegmentLinear(nn.Linear):
+    """nn.Linear that multiplies each segment by the weight in its own GEMM.
+
+    MKL picks its sgemm kernel by the matrix shape, and small or odd row counts get kernels that
+    sum in another order (measured: a row's output differs in the last bit between M=5 and M=64).
+    Folding the batch into the rows, as nn.Linear does, would tie a segment's vector to the batch
+    size; one (T, in) @ (in, out) product per segment has a shape fixed by its bucket alone.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.t().expand(x.size(0), -1, -1)  # (B, in, out), a view of one matrix
+        y = torch.bmm(x, w)  # (B, T, in) @ (B, in, out) -> (B, T, out)
+        return y if self.bias is None else y + self.bias
+
+
+class SelfAttention(nn.Module):
+    """Bidirectional multi-head self-attention: a closed segment is read as a whole, not causally."""
+
+    def __init__(self, config: SegmentEncoderConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.dropout = config.dropout
+        self.c_attn = SegmentLinear(config.dim, 3 * config.dim, bias=config.bias)
+        self.c_proj = SegmentLinear(config.dim, config.dim, bias=config.bias)
+        self.resid_drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()
+        hs = C // self.n_heads
+        q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
+        # contiguous(): a strided view reaches MKL with another leading dimension (and, at B=1,
+        # without the copy matmul makes for B>1), which changes its kernel and the last bits.
+        q = q.view(B, T, self.n_heads, hs).transpose(1, 2).contiguous()  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_heads, hs).transpose(1, 2).contiguous()  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_heads, hs).transpose(1, 2).contiguous()  # (B, nh, T, hs)
+        y = attend(q, k, v, key_mask, dropout=self.dropout if self.training else 0.0, fused=x.is_cuda)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_drop(self.c_proj(y))
+
+
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor, dropout: float, fused: bool
+) -> torch.Tensor:
+    """Attend from every position to the segment's real events only (padding keys are masked out).
+
+    The fused kernel is for CUDA. On CPU the explicit form keeps every step row-independent: a
+    batched matmul per (segment, head), an exact masked_fill, and softmax over the last dimension.
+    Every segment has at least one real event, so no row is masked entirely.
+    """
+    mask = key_mask[:, None, None, :]  # (B, 1, 1, T)
+    if fused:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T)
+    att = att.masked_fill(~mask, float("-inf"))
+    att = F.softmax(att, dim=-1)
+    att = F.dropout(att, p=dropout, training=dropout > 0.0)
+    return att @ v  # (B, nh, T, hs)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward with ReLU, the one activation that is exact in every code path."""
+
+    def __init__(self, config: SegmentEncoderConfig) -> None:
+        super().__init__()
+        self.c_fc = SegmentLinear(config.dim, config.mlp_ratio * config.dim, bias=config.bias)
+        self.c_proj = SegmentLinear(config.mlp_ratio * config.dim, config.dim, bias=config.bias)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.c_proj(F.relu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block, as in GPT-2 and nanoGPT."""
+
+    def __init__(self, config: SegmentEncoderConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.dim, eps=config.layer_norm_eps, bias=config.bias)
+        self.attn = SelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.dim, eps=config.layer_norm_eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), key_mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class SegmentEncoder(nn.Module):
+    """Encode segments into vectors that live in the item-embedding space.
+
+    The item embedding is shared between input and output: a segment vector scores a candidate
+    item by a dot product with that item's input embedding, so a ranker needs nothing but the
+    embedding table and the user's few segment vectors.
+    """
+
+    def __init__(self, config: SegmentEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.item_emb = nn.Embedding(config.n_item_buckets, config.dim, padding_idx=0)
+        self.action_emb = nn.Embedding(config.n_actions, config.dim)
+        self.pos_emb = nn.Embedding(config.max_events, config.dim)
+        self.time_proj = SegmentLinear(N_TIME_FEATURES, config.dim, bias=config.bias)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
+        self.ln_f = nn.LayerNorm(config.dim, eps=config.layer_norm_eps, bias=config.bias)
+        self.head = SegmentLinear(config.dim, config.dim, bias=False)  # token states -> item space
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Initialise every parameter from `generator` alone, so a seed pins the weights exactly."""
+        std = self.config.init_std
+        # GPT-2's scaled init of the projections that write into the residual stream.
+        resid_std = std / math.sqrt(2 * self.config.n_layers)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=resid_std, generator=generator)
+            elif p.dim() >= 2:
+                nn.init.normal_(p, mean=0.0, std=std, generator=generator)
+            elif (name.startswith("ln_") or ".ln_" in name) and name.endswith("weight"):
+                nn.init.ones_(p)
+            else:
+                nn.init.zeros_(p)
+        self.item_emb.weight[0].zero_()  # padding row
+
+    def forward(
+        self, items: torch.Tensor, actions: torch.Tensor, features: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Map padded segments to one vector each.
+
+        items, actions: (B, T) int64 rows of the item and action embeddings (0 where padded);
+        features: (B, T, N_TIME_FEATURES) float32; mask: (B, T) bool, True on real events, which
+        come first in each row. Returns (B, dim).
+        """
+        length = items.size(1)
+        if length > self.config.max_events:
+            raise EncoderError(f"{length} positions exceed max_events {self.config.max_events}")
+        pos = torch.arange(length, dtype=torch.long, device=items.device)  # (T,)
+        x = self.item_emb(items) + self.action_emb(actions) + self.pos_emb(pos)  # (B, T, C)
+        x = self.drop(x + self.time_proj(features))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, mask)
+        # The head maps every token before pooling (the same as after, as it has no bias), so that
+        # it too is a (T, C) @ (C, C) product per segment rather than a (B, C) one.
+        x = self.head(self.ln_f(x)).float()  # (B, T, C)
+        # Masked mean as one small matmul per segment: padding gets weight 0 and adds exact zeros.
+        # In float32 even under bf16 autocast, where 1/n would keep only three digits.
+        w = mask.float() / mask.sum(dim=1, keepdim=True).float()  # (B, T)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return torch.bmm(w.unsqueeze(1), x).squeeze(1)  # (B, 1, T) @ (B, T, C) -> (B, C)

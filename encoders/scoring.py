@@ -1,0 +1,96 @@
+"""Late-interaction scorers: a candidate item against a user's representation, in numpy.
+
+A representation is K segment vectors v_i (newest first, K small) with recency weights w_i that sum
+to 1, plus a fused vector. A ranker scores N candidate item vectors x (rows of
+SegmentBatchEncoder.item_vectors) with one (N, d) @ (d, K) product and a reduction over K, so each
+candidate costs O(K*d) and ranking needs no torch.
+
+With s_i(x) = <v_i, x>:
+
+- MaxSim, recency-weighted:  score(x) = max_i ( s_i(x) + log w_i ).
+  The best-matching segment decides, and an old segment must beat a recent one by the log of their
+  weight ratio. Weights enter as an additive log so that negative dot products stay well defined
+  (multiplying by w_i would make an old segment's negative score the least negative, i.e. best);
+  a weight of 0 removes its segment.
+- Attention:  score(x) = sum_i a_i(x) s_i(x),  a_i(x) = softmax_i( s_i(x) / T + log w_i ).
+  Candidate-dependent attention over segments, biased towards recent ones. As T grows it tends to
+  sum_i w_i s_i(x), the fused score; as T shrinks, to the unweighted max_i s_i(x).
+- Fused:  score(x) = <f, x>, f the recency-weighted mean of the segment vectors.
+
+Scores are float32. Weights are normalised to sum 1 here, so only their ratios matter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from encoders.errors import EncoderError
+
+__all__ = ["attention_scores", "fused_scores", "maxsim_scores"]
+
+
+def _candidates(candidates: ArrayLike, d: int) -> np.ndarray:
+    x = np.asarray(candidates, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != d:
+        raise EncoderError(f"candidates must be (N, {d}), got shape {x.shape}")
+    return x
+
+
+def _representation(segment_vectors: ArrayLike, weights: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Check a representation and return (V (K, d) float32, log w (K,) float32 of normalised weights)."""
+    v = np.asarray(segment_vectors, dtype=np.float32)
+    w = np.asarray(weights, dtype=np.float32)
+    if v.ndim != 2 or v.shape[0] == 0:
+        raise EncoderError(f"segment_vectors must be (K, d) with K >= 1, got shape {v.shape}")
+    if w.shape != (v.shape[0],):
+        raise EncoderError(f"weights must be ({v.shape[0]},) for {v.shape[0]} segment vectors, got {w.shape}")
+    total = float(w.sum())
+    if not np.isfinite(total) or total <= 0.0 or float(w.min()) < 0.0:
+        raise EncoderError("weights must be finite, non-negative and not all zero")
+    with np.errstate(divide="ignore"):  # a zero weight becomes log 0 = -inf: that segment drops out
+        log_w = np.log(w / np.float32(total))
+    return v, log_w
+
+
+def _similarities(v: np.ndarray, candidates: ArrayLike) -> np.ndarray:
+    """Return s[i, n] = <v_i, x_n> as a contiguous (K, N) array.
+
+    One (N, d) @ (d, K) product, then a transposing copy: reductions over K are then K-1
+    elementwise passes over rows of N, which numpy vectorises, instead of N short rows of K
+    (measured: max over axis 1 of (1000, 16) takes 50 us, over axis 0 of (16, 1000) 3 us).
+    """
+    x = _candidates(candidates, v.shape[1])
+    return (x @ v.T).T.copy()  # (N, d) @ (d, K) -> (N, K) -> (K, N)
+
+
+def maxsim_scores(segment_vectors: ArrayLike, weights: ArrayLike, candidates: ArrayLike) -> np.ndarray:
+    """Score each candidate by its best segment, recency-weighted: max_i(<v_i, x> + log w_i); (N,)."""
+    v, log_w = _representation(segment_vectors, weights)
+    s = _similarities(v, candidates)  # (K, N)
+    s += log_w[:, None]
+    return s.max(axis=0)
+
+
+def attention_scores(
+    segment_vectors: ArrayLike, weights: ArrayLike, candidates: ArrayLike, temperature: float = 1.0
+) -> np.ndarray:
+    """Score each candidate by attention over segments: sum_i softmax_i(s_i/T + log w_i) s_i; (N,)."""
+    if not temperature > 0.0:
+        raise EncoderError(f"temperature must be > 0, got {temperature}")
+    v, log_w = _representation(segment_vectors, weights)
+    s = _similarities(v, candidates)  # (K, N)
+    z = s * np.float32(1.0 / temperature)  # (K, N)
+    z += log_w[:, None]
+    z -= z.max(axis=0)  # stable softmax; the max logit is finite since some w_i > 0
+    a = np.exp(z, out=z)  # (K, N)
+    num = (a * s).sum(axis=0)
+    return num / a.sum(axis=0)
+
+
+def fused_scores(fused: ArrayLike, candidates: ArrayLike) -> np.ndarray:
+    """Score each candidate by a dot product with the fused vector; (N,)."""
+    f = np.asarray(fused, dtype=np.float32)
+    if f.ndim != 1:
+        raise EncoderError(f"fused must be (d,), got shape {f.shape}")
+    return _candidates(candidates, f.shape[0]) @ f

@@ -1,0 +1,132 @@
+"""Encode and decode the project's Avro records, with optional Confluent wire framing."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Iterable, Iterator
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+
+__all__ = [
+    "ACTIONS",
+    "CLOSE_REASONS",
+    "AvroCodec",
+    "SchemaError",
+    "load_schema",
+]
+
+# Parse order matters: later schemas refer to names the earlier ones define (msli.Action).
+_SCHEMA_FILES = {
+    "BehaviourEvent": "behaviour_event.avsc",
+    "ClosedSegment": "closed_segment.avsc",
+    "UserRepresentation": "user_representation.avsc",
+}
+_CONFLUENT_MAGIC = 0
+_CONFLUENT_HEADER = struct.Struct(">bI")
+
+
+class SchemaError(ValueError):
+    """A record does not fit its schema, or bytes are not a record of it."""
+
+
+@cache
+def _parsed_schemas() -> dict[str, dict[str, Any]]:
+    named: dict[str, Any] = {}
+    parsed: dict[str, dict[str, Any]] = {}
+    for name, filename in _SCHEMA_FILES.items():
+        raw = json.loads(resources.files(__package__).joinpath(filename).read_text())
+        schema = fastavro.parse_schema(_without_logical_types(raw), named_schemas=named)
+        assert isinstance(schema, dict)
+        parsed[name] = schema
+    return parsed
+
+
+def _without_logical_types(node: Any) -> Any:
+    """Drop logicalType annotations: the wire format is the same, and plain ints decode several
+    times faster than datetimes (the `.avsc` files keep them for schema-registry users)."""
+    if isinstance(node, dict):
+        return {k: _without_logical_types(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [_without_logical_types(v) for v in node]
+    return node
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """Return the parsed schema called `name` (BehaviourEvent, ClosedSegment, UserRepresentation)."""
+    try:
+        return _parsed_schemas()[name]
+    except KeyError:
+        raise SchemaError(f"unknown schema {name!r}; known: {', '.join(_SCHEMA_FILES)}") from None
+
+
+def _enum_symbols(schema_name: str, field: str) -> tuple[str, ...]:
+    for f in _parsed_schemas()[schema_name]["fields"]:
+        if f["name"] == field:
+            return tuple(f["type"]["symbols"])
+    raise AssertionError(f"{schema_name}.{field} is not an enum")
+
+
+ACTIONS: tuple[str, ...] = _enum_symbols("BehaviourEvent", "action")
+CLOSE_REASONS: tuple[str, ...] = _enum_symbols("ClosedSegment", "close_reason")
+
+
+class AvroCodec:
+    """Schemaless Avro for one record type; with `schema_id`, Confluent framing (magic byte + id).
+
+    Schemaless bodies keep records small; the framing lets users of a schema registry read them
+    with their own deserializers.
+    """
+
+    def __init__(self, schema_name: str, schema_id: int | None = None) -> None:
+        self.schema_name = schema_name
+        self.schema = load_schema(schema_name)
+        self.schema_id = schema_id
+        self._header = b"" if schema_id is None else _CONFLUENT_HEADER.pack(_CONFLUENT_MAGIC, schema_id)
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        """Serialise one record; raise SchemaError naming the problem if it does not fit."""
+        buf = io.BytesIO()
+        buf.write(self._header)
+        try:
+            fastavro.schemaless_writer(buf, self.schema, record, strict_allow_default=True)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SchemaError(f"{self.schema_name}: {exc}") from None
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        """Read one record; raise SchemaError if the bytes are not exactly one record of this schema."""
+        buf = io.BytesIO(data)
+        self._read_header(buf)
+        try:
+            record = fastavro.schemaless_reader(buf, self.schema, None)
+        except Exception as exc:  # fastavro raises many types on garbage (EOFError, UnicodeDecodeError, ...)
+            raise SchemaError(f"not a {self.schema_name}: {type(exc).__name__}: {exc}") from None
+        if buf.tell() != len(data):
+            raise SchemaError(f"not a {self.schema_name}: {len(data) - buf.tell()} trailing bytes")
+        assert isinstance(record, dict)
+        return record
+
+    def decode_many(self, payloads: Iterable[bytes]) -> Iterator[dict[str, Any] | SchemaError]:
+        """Decode each payload, yielding the record or the SchemaError in its place (never raising)."""
+        for data in payloads:
+            try:
+                yield self.decode(data)
+            except SchemaError as exc:
+                yield exc
+
+    def _read_header(self, buf: io.BytesIO) -> None:
+        if self.schema_id is None:
+            return
+        header = buf.read(_CONFLUENT_HEADER.size)
+        if len(header) < _CONFLUENT_HEADER.size:
+            raise SchemaError(f"not a {self.schema_name}: shorter than the Confluent header")
+        magic, schema_id = _CONFLUENT_HEADER.unpack(header)
+        if magic != _CONFLUENT_MAGIC:
+            raise SchemaError(f"not a {self.schema_name}: Confluent magic byte is {magic}, not 0")
+        if schema_id != self.schema_id:
+            raise SchemaError(f"{self.schema_name}: schema id {schema_id}, expected {self.schema_id}")

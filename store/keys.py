@@ -1,0 +1,82 @@
+"""The store's key layout: one byte names the family, NUL separates text parts.
+
+Big-endian integers make RocksDB's byte order the numeric order, so a user's segments sort by
+window start, then ordinal, and the newest K are a reverse scan away. User ids and model versions
+must not contain NUL (the segmenter dead-letters such events).
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = [
+    "applied_key",
+    "meta_key",
+    "outbox_key",
+    "parse_segment_suffix",
+    "representation_key",
+    "segment_events_key",
+    "segment_events_prefix",
+    "segment_vector_key",
+    "segment_vector_prefix",
+]
+
+_SEP = b"\x00"
+_WINDOW_ORDINAL = struct.Struct(">qi")  # window start (ms) and ordinal
+_PARTITION = struct.Struct(">i")
+_SEQ = struct.Struct(">Q")
+
+EVENTS = b"E"  # segment events, independent of the model: E user NUL window ordinal
+VECTORS = b"V"  # segment vectors: V model NUL user NUL window ordinal
+REPRESENTATIONS = b"R"  # R model NUL user
+APPLIED = b"A"  # highest closed-segments offset reflected in this store: A topic NUL partition
+OUTBOX = b"O"  # representations written here but maybe not yet published: O seq
+META = b"M"  # small settings such as the promoted model version
+
+
+def _text(value: str) -> bytes:
+    data = value.encode()
+    if _SEP in data:
+        raise ValueError(f"NUL byte in key part {value!r}")
+    return data
+
+
+def segment_events_prefix(user_id: str) -> bytes:
+    return EVENTS + _text(user_id) + _SEP
+
+
+def segment_events_key(user_id: str, window_start_ms: int, ordinal: int) -> bytes:
+    return segment_events_prefix(user_id) + _WINDOW_ORDINAL.pack(window_start_ms, ordinal)
+
+
+def segment_vector_prefix(model_version: str, user_id: str) -> bytes:
+    return VECTORS + _text(model_version) + _SEP + _text(user_id) + _SEP
+
+
+def segment_vector_key(model_version: str, user_id: str, window_start_ms: int, ordinal: int) -> bytes:
+    return segment_vector_prefix(model_version, user_id) + _WINDOW_ORDINAL.pack(window_start_ms, ordinal)
+
+
+def parse_segment_suffix(key: bytes) -> tuple[int, int]:
+    """(window start, ordinal) from the end of a segment events or vector key."""
+    return _WINDOW_ORDINAL.unpack(key[-_WINDOW_ORDINAL.size :])
+
+
+def representation_key(model_version: str, user_id: str) -> bytes:
+    return REPRESENTATIONS + _text(model_version) + _SEP + _text(user_id)
+
+
+def applied_key(topic: str, partition: int) -> bytes:
+    return APPLIED + _text(topic) + _SEP + _PARTITION.pack(partition)
+
+
+def outbox_key(seq: int) -> bytes:
+    return OUTBOX + _SEQ.pack(seq)
+
+
+def outbox_seq(key: bytes) -> int:
+    return _SEQ.unpack(key[1:])[0]
+
+
+def meta_key(name: str) -> bytes:
+    return META + _text(name)

@@ -1,0 +1,255 @@
+"""RocksDB store of segment events, segment vectors and user representations.
+
+One atomic write per encoder micro-batch holds the new segments, the users' representations, the
+highest closed-segments offset now reflected, and an outbox of representations still to publish.
+That makes upserts idempotent across crashes: a redelivered record at or below the applied offset
+is skipped, and whatever the outbox still holds is published again with the same bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rocksdict
+
+from store import keys
+from store.errors import StoreError
+from store.options import RocksDBOptions
+from store.vector_codec import VectorDtype, decode_vector, encode_vector
+
+__all__ = ["OutboxRecord", "RocksDBVectorStore", "StoreBatch", "StoredSegment"]
+
+_SEGMENT_META = struct.Struct("<qqi")  # window end, last event time (ms), event count
+_OFFSET = struct.Struct(">q")
+_OUTBOX_LENGTHS = struct.Struct(">HI")  # topic length, key length; the value is the rest
+
+
+@dataclass(frozen=True)
+class StoredSegment:
+    """A closed segment's vector under one model version."""
+
+    user_id: str
+    window_start_ms: int
+    window_end_ms: int
+    ordinal: int
+    last_event_ms: int
+    event_count: int
+    vector: np.ndarray  # (dim,) float32, as stored (float16 stores round it)
+
+    @property
+    def segment_id(self) -> str:
+        return segment_id(self.user_id, self.window_start_ms, self.ordinal)
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    seq: int
+    topic: str
+    key: bytes
+    value: bytes
+
+
+def segment_id(user_id: str, window_start_ms: int, ordinal: int) -> str:
+    """The deterministic id of a segment: user, window start, ordinal within the window."""
+    return f"{user_id}:{window_start_ms}:{ordinal}"
+
+
+class StoreBatch:
+    """Writes that land together or not at all."""
+
+    def __init__(self, store: RocksDBVectorStore) -> None:
+        self._store = store
+        self._batch = rocksdict.WriteBatch(raw_mode=True)
+        self.outbox: list[OutboxRecord] = []
+
+    def put_segment_events(self, user_id: str, window_start_ms: int, ordinal: int, record: bytes) -> None:
+        self._batch.put(keys.segment_events_key(user_id, window_start_ms, ordinal), record)
+
+    def put_segment_vector(self, model_version: str, segment: StoredSegment) -> None:
+        key = keys.segment_vector_key(
+            model_version, segment.user_id, segment.window_start_ms, segment.ordinal
+        )
+        meta = _SEGMENT_META.pack(segment.window_end_ms, segment.last_event_ms, segment.event_count)
+        self._batch.put(key, meta + encode_vector(segment.vector, self._store.vector_dtype))
+
+    def put_representation(self, model_version: str, user_id: str, record: bytes) -> None:
+        self._batch.put(keys.representation_key(model_version, user_id), record)
+
+    def set_applied_offset(self, topic: str, partition: int, offset: int) -> None:
+        self._batch.put(keys.applied_key(topic, partition), _OFFSET.pack(offset))
+
+    def add_outbox(self, topic: str, key: bytes, value: bytes) -> None:
+        seq = self._store._next_outbox_seq()
+        raw_topic = topic.encode()
+        self._batch.put(
+            keys.outbox_key(seq), _OUTBOX_LENGTHS.pack(len(raw_topic), len(key)) + raw_topic + key + value
+        )
+        self.outbox.append(OutboxRecord(seq, topic, key, value))
+
+    def put_meta(self, name: str, value: bytes) -> None:
+        self._batch.put(keys.meta_key(name), value)
+
+    def __len__(self) -> int:
+        return int(self._batch.len())
+
+
+class RocksDBVectorStore:
+    """The worker's local state. Open it read-only to query while a worker writes it."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        options: RocksDBOptions | None = None,
+        *,
+        vector_dtype: VectorDtype = "float16",
+        read_only: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.vector_dtype: VectorDtype = vector_dtype
+        self.read_only = read_only
+        self._options = options or RocksDBOptions()
+        if read_only and not (self.path / "CURRENT").exists():
+            raise StoreError(f"no store at {self.path}")
+        try:
+            if not read_only:
+                self.path.mkdir(parents=True, exist_ok=True)
+            access = rocksdict.AccessType.read_only() if read_only else rocksdict.AccessType.read_write()
+            self._db = rocksdict.Rdict(str(self.path), self._options.to_options(), access_type=access)
+        except Exception as exc:  # rocksdict raises plain Exception with RocksDB's message
+            raise StoreError(f"cannot open store at {self.path}: {_first_line(exc)}") from None
+        self._write_options = self._options.write_options()
+        self._outbox_seq = self._last_outbox_seq() + 1
+
+    # --- reads -----------------------------------------------------------------------------------
+    def window_segment_events(self, user_id: str, window_start_ms: int) -> list[tuple[int, bytes]]:
+        """(ordinal, ClosedSegment bytes) of the stored segments of one user's window, by ordinal."""
+        prefix = keys.segment_events_prefix(user_id) + struct.pack(">q", window_start_ms)
+        return [(keys.parse_segment_suffix(k)[1], v) for k, v in self._scan(prefix)]
+
+    def newest_segments(self, model_version: str, user_id: str, k: int) -> list[StoredSegment]:
+        """The user's k newest segment vectors (by window start, then ordinal), newest first."""
+        prefix = keys.segment_vector_prefix(model_version, user_id)
+        found: list[StoredSegment] = []
+        it = self._db.iter()
+        it.seek_for_prev(prefix + b"\xff")
+        while it.valid() and len(found) < k:
+            key = it.key()
+            if not key.startswith(prefix):
+                break
+            found.append(_decode_segment(user_id, key, it.value()))
+            it.prev()
+        return found
+
+    def user_segment_count(self, model_version: str, user_id: str) -> int:
+        return sum(1 for _ in self._scan(keys.segment_vector_prefix(model_version, user_id)))
+
+    def representation(self, model_version: str, user_id: str) -> bytes | None:
+        value = self._db.get(keys.representation_key(model_version, user_id))
+        return None if value is None else bytes(value)
+
+    def representation_users(self, model_version: str) -> Iterator[str]:
+        prefix = keys.REPRESENTATIONS + model_version.encode() + b"\x00"
+        for key, _ in self._scan(prefix):
+            yield key[len(prefix) :].decode()
+
+    def applied_offset(self, topic: str, partition: int) -> int:
+        """Highest closed-segments offset reflected here, or -1."""
+        value = self._db.get(keys.applied_key(topic, partition))
+        return -1 if value is None else int(_OFFSET.unpack(value)[0])
+
+    def pending_outbox(self) -> list[OutboxRecord]:
+        records = []
+        for key, value in self._scan(keys.OUTBOX):
+            topic_len, key_len = _OUTBOX_LENGTHS.unpack_from(value)
+            start = _OUTBOX_LENGTHS.size
+            topic = value[start : start + topic_len].decode()
+            rec_key = value[start + topic_len : start + topic_len + key_len]
+            records.append(
+                OutboxRecord(keys.outbox_seq(key), topic, rec_key, value[start + topic_len + key_len :])
+            )
+        return records
+
+    def get_meta(self, name: str) -> bytes | None:
+        value = self._db.get(keys.meta_key(name))
+        return None if value is None else bytes(value)
+
+    # --- writes ----------------------------------------------------------------------------------
+    def batch(self) -> StoreBatch:
+        return StoreBatch(self)
+
+    def write(self, batch: StoreBatch) -> None:
+        """Apply a batch atomically; a full or read-only disk becomes a StoreError."""
+        try:
+            self._db.write(batch._batch, self._write_options)
+        except Exception as exc:
+            raise StoreError(f"cannot write store at {self.path}: {_first_line(exc)}") from None
+
+    def clear_outbox(self, records: list[OutboxRecord]) -> None:
+        """Forget outbox records once Kafka has acknowledged them."""
+        if not records:
+            return
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for record in records:
+            batch.delete(keys.outbox_key(record.seq))
+        try:
+            self._db.write(batch, self._write_options)
+        except Exception as exc:
+            raise StoreError(f"cannot write store at {self.path}: {_first_line(exc)}") from None
+
+    def flush(self) -> None:
+        if not self.read_only:
+            self._db.flush()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> RocksDBVectorStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- internals -------------------------------------------------------------------------------
+    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                return
+            yield key, it.value()
+            it.next()
+
+    def _last_outbox_seq(self) -> int:
+        it = self._db.iter()
+        it.seek_for_prev(keys.OUTBOX + b"\xff" * 8)
+        if it.valid() and it.key().startswith(keys.OUTBOX):
+            return keys.outbox_seq(it.key())
+        return 0
+
+    def _next_outbox_seq(self) -> int:
+        seq = self._outbox_seq
+        self._outbox_seq += 1
+        return seq
+
+
+def _decode_segment(user_id: str, key: bytes, value: bytes) -> StoredSegment:
+    window_start, ordinal = keys.parse_segment_suffix(key)
+    window_end, last_event, count = _SEGMENT_META.unpack_from(value)
+    return StoredSegment(
+        user_id=user_id,
+        window_start_ms=window_start,
+        window_end_ms=window_end,
+        ordinal=ordinal,
+        last_event_ms=last_event,
+        event_count=count,
+        vector=decode_vector(value[_SEGMENT_META.size :]),
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,19 @@
+"""Kafka processors of msli: the segmenter, the encoder stage, the worker, the CLI.
+
+Applications that produce behaviour events use `EventProducer`; everything else is the worker's.
+"""
+
+from streams.config import MsliSettings, load_settings
+from streams.errors import ConfigError, StreamsError
+from streams.producer import EventProducer
+from streams.windowing import SegmentationConfig, SegmentCloser
+
+__all__ = [
+    "ConfigError",
+    "EventProducer",
+    "MsliSettings",
+    "SegmentCloser",
+    "SegmentationConfig",
+    "StreamsError",
+    "load_settings",
+]

@@ -1,0 +1,211 @@
+"""The worker's wiring: one process, a confluent-kafka segmenter thread and a faust encoder agent.
+
+Raw events are many and small, so the segmenter reads them in big batches with confluent-kafka;
+closed segments are few and costly to encode, so a faust agent takes them in micro-batches. Both
+run in one faust worker; either failing stops the process with a non-zero status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faust
+from confluent_kafka import Consumer, TopicPartition
+from mode import Service
+
+from encoders import SegmentBatchEncoder
+from store import RocksDBVectorStore
+from streams.config import MsliSettings
+from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig
+from streams.publisher import KafkaPublisher, producer_config
+from streams.query import ACTIVE_MODEL_KEY
+from streams.segment_reader import read_partition_range
+from streams.segmenter import Segmenter
+from streams.topics import ensure_topics
+
+__all__ = ["WorkerRuntime", "load_encoder", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def load_encoder(settings: MsliSettings) -> SegmentBatchEncoder:
+    """The configured checkpoint, or the reproducible untrained default."""
+    if settings.encoder_checkpoint is not None:
+        return SegmentBatchEncoder.load(settings.encoder_checkpoint, device=settings.device)
+    return SegmentBatchEncoder.untrained(seed=0, device=settings.device)
+
+
+class WorkerRuntime:
+    """Everything one worker process holds, built before faust starts so errors surface early."""
+
+    def __init__(self, settings: MsliSettings, encoder: SegmentBatchEncoder | None = None) -> None:
+        self.settings = settings
+        client = settings.kafka_client_config()
+        ensure_topics(settings)
+        self.encoder = encoder or load_encoder(settings)
+        self.store = RocksDBVectorStore(settings.state_dir / "store", vector_dtype=settings.vector_dtype)
+        batch = self.store.batch()
+        batch.put_meta(ACTIVE_MODEL_KEY, self.encoder.model_version.encode())
+        self.store.write(batch)
+        self.stage = EncoderStage(
+            self.store,
+            self.encoder,
+            KafkaPublisher(producer_config(client)),
+            StageConfig(
+                segments_topic=settings.segments_topic,
+                representations_topic=settings.representations_topic,
+                top_k=settings.top_k_segments,
+                half_life_ms=settings.recency_half_life_seconds * 1000,
+                max_events=settings.max_events_per_segment,
+            ),
+            restorer=lambda p, start, end: read_partition_range(
+                client, settings.segments_topic, p, start, end
+            ),
+        )
+        self.segmenter = Segmenter(settings)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msli-encoder")
+        self.error: BaseException | None = None
+        self.request_stop: Callable[[], None] = lambda: None  # set by run_worker; call on the loop thread
+        self._watermarks = Consumer(
+            {**client, "group.id": f"{settings.group_id}-lag", "enable.auto.commit": False}
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        """Remember the first fatal error; the CLI turns it into one line and a non-zero exit."""
+        if self.error is None:
+            self.error = exc
+            log.error("stopping: %s", exc)
+
+    def high_watermarks(self, topic: str) -> dict[int, int]:
+        meta = self._watermarks.list_topics(topic, timeout=10).topics[topic]
+        return {
+            p: self._watermarks.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in meta.partitions
+        }
+
+    def caught_up(self) -> bool:
+        """True when every event has been read, no segment is open, and every closed segment is
+        reflected in the store. (Single-worker view: the partitions this process owns.)"""
+        seg = self.segmenter
+        if not seg.assigned.is_set() or seg.describe()["open_windows"]:
+            return False
+        events_high = self.high_watermarks(self.settings.events_topic)
+        for partition, high in events_high.items():
+            if partition in seg.closers and seg.stats.positions.get(partition, 0) < high and high > 0:
+                return False
+        for partition, high in self.high_watermarks(self.settings.segments_topic).items():
+            if high > 0 and self.store.applied_offset(self.settings.segments_topic, partition) < high - 1:
+                return False
+        return True
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self._watermarks.close()
+        self.stage.publisher.close()
+        self.store.close()
+
+
+class SegmenterService(Service):
+    """Runs the segmenter's blocking consumer loop in a thread for the lifetime of the worker."""
+
+    def __init__(self, runtime: WorkerRuntime, **kwargs: Any) -> None:
+        self.runtime = runtime
+        self._thread: threading.Thread | None = None
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def run() -> None:
+            try:
+                self.runtime.segmenter.run()
+            except BaseException as exc:
+                self.runtime.fail(exc)
+                loop.call_soon_threadsafe(self.runtime.request_stop)
+
+        self._thread = threading.Thread(target=run, name="msli-segmenter", daemon=True)
+        self._thread.start()
+
+    async def on_stop(self) -> None:
+        self.runtime.segmenter.stop()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+
+def build_app(runtime: WorkerRuntime) -> faust.App:
+    settings = runtime.settings
+    app = faust.App(
+        f"{settings.group_id}-encoder",
+        broker=[f"kafka://{server}" for server in (settings.bootstrap_servers or "").split(",")],
+        datadir=str(settings.state_dir / "faust"),
+        store="memory://",
+        web_enabled=False,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_seconds / 3),
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.topic_partitions,
+        producer_partitioner=None,
+    )
+    segments = app.topic(settings.segments_topic, key_serializer="raw", value_serializer="raw")
+    loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
+
+    @app.agent(segments, name="encode-segments")
+    async def encode_segments(stream: faust.StreamT) -> None:
+        loop = loop_holder.setdefault("loop", asyncio.get_running_loop())
+        async for events in stream.take_events(  # type: ignore[attr-defined]  # missing from StreamT
+            settings.encode_batch_size, within=settings.encode_batch_seconds
+        ):
+            records = [SourceRecord(e.message.partition, e.message.offset, e.message.value) for e in events]
+            try:
+                await loop.run_in_executor(runtime.executor, runtime.stage.process, records)
+            except Exception as exc:
+                runtime.fail(exc)
+                runtime.request_stop()
+                return
+
+    return app
+
+
+def run_worker(runtime: WorkerRuntime, monitor: Callable[[faust.App], Awaitable[None]] | None = None) -> None:
+    """Run until SIGINT/SIGTERM, a fatal error, or `monitor` returning; then release everything.
+
+    Raises the fatal error, if any, after a clean shutdown.
+    """
+    runtime.stage.publish_outbox()
+    app = build_app(runtime)
+    worker = faust.Worker(
+        app,
+        SegmenterService(runtime),
+        loglevel="WARN",
+        quiet=True,
+        override_logging=False,
+        redirect_stdouts=False,
+    )
+
+    stopping: list[asyncio.Future] = []  # keeps the stop task referenced until it ran
+
+    def request_stop() -> None:
+        if not stopping:
+            stopping.append(asyncio.ensure_future(worker.stop()))
+
+    runtime.request_stop = request_stop
+    if monitor is not None:
+
+        @app.task
+        async def _monitor() -> None:
+            await monitor(app)
+            runtime.request_stop()
+
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        pass
+    finally:
+        runtime.close()
+    if runtime.error is not None:
+        raise runtime.error

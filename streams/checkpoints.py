@@ -1,0 +1,81 @@
+"""Segmenter checkpoints on a compacted topic: where to resume each partition, and with what watermark.
+
+A committed consumer offset alone cannot carry the watermark (and the local broker drops commit
+metadata), yet a replay that starts with the wrong watermark makes different closing decisions.
+So each checkpoint is a small record keyed by group, topic and partition; the last one wins.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from streams.errors import BrokerError
+from streams.publisher import KafkaPublisher
+
+__all__ = ["Checkpoint", "CheckpointLog"]
+
+Checkpoint = tuple[int, int]  # (offset to resume from, watermark in force there)
+
+
+class CheckpointLog:
+    def __init__(self, client_config: dict[str, Any], topic: str, group_id: str) -> None:
+        self._client_config = client_config
+        self.topic = topic
+        self.group_id = group_id
+
+    def _key(self, source_topic: str, partition: int) -> bytes:
+        return f"{self.group_id}|{source_topic}|{partition}".encode()
+
+    def save(
+        self, publisher: KafkaPublisher, source_topic: str, checkpoints: Mapping[int, Checkpoint]
+    ) -> None:
+        """Send checkpoints through `publisher`; they count once the caller's flush() returns."""
+        for partition, (offset, watermark) in checkpoints.items():
+            value = json.dumps({"offset": offset, "watermark": watermark}).encode()
+            publisher.send(self.topic, self._key(source_topic, partition), value)
+
+    def load(self, source_topic: str, timeout: float = 30.0) -> dict[int, Checkpoint]:
+        """Read the whole log (it is small and compacted) and keep this group's latest per partition."""
+        prefix = f"{self.group_id}|{source_topic}|".encode()
+        consumer = Consumer(
+            {
+                **self._client_config,
+                "group.id": f"{self.group_id}-checkpoint-reader",
+                "enable.auto.commit": False,
+            }
+        )
+        found: dict[int, Checkpoint] = {}
+        try:
+            partitions = consumer.list_topics(self.topic, timeout=timeout).topics[self.topic].partitions
+            for partition in partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), timeout=timeout
+                )
+                if high <= low:
+                    continue
+                consumer.assign([TopicPartition(self.topic, partition, OFFSET_BEGINNING)])
+                position, deadline = low, time.monotonic() + timeout
+                while position < high:
+                    if time.monotonic() > deadline:
+                        raise BrokerError(
+                            f"reading checkpoints from {self.topic}[{partition}] took over {timeout:.0f}s"
+                        )
+                    for msg in consumer.consume(10_000, timeout=1.0):
+                        if msg.error():
+                            continue
+                        position = (msg.offset() or 0) + 1
+                        key, value = msg.key() or b"", msg.value()
+                        if key.startswith(prefix):
+                            if value is None:
+                                found.pop(int(key[len(prefix) :]), None)
+                            else:
+                                data = json.loads(value)
+                                found[int(key[len(prefix) :])] = (int(data["offset"]), int(data["watermark"]))
+        finally:
+            consumer.close()
+        return found

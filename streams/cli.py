@@ -1,0 +1,182 @@
+"""The `msli` command. Every failure a user can cause ends in one line and a non-zero status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from streams.config import MsliSettings, load_settings
+from streams.errors import ConfigError, StreamsError
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+# Errors of the other packages are as user-facing as ours; imported lazily in _user_errors().
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from encoders import EncoderError
+    from schemas import SchemaError
+    from store import StoreError
+
+    return (StreamsError, StoreError, EncoderError, SchemaError)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # faust, mode and aiokafka are chatty at INFO about their own internals.
+    for noisy in ("faust", "mode", "aiokafka"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MSLI_CONFIG",
+    help="TOML settings file (also MSLI_CONFIG); MSLI_* variables override it.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+@click.pass_context
+def cli(ctx: click.Context, config_file: Path | None, log_level: str) -> None:
+    """msli: segment-level user representations, kept fresh from a Kafka stream."""
+    ctx.obj = {"config_file": config_file, "log_level": log_level}
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> MsliSettings:
+    return load_settings(ctx.obj["config_file"], **overrides)
+
+
+@cli.command()
+@click.option(
+    "--synthetic-events",
+    default=100_000,
+    show_default=True,
+    help="Events to generate when MovieLens is not in MSLI_DATA_DIR.",
+)
+@click.option("--user", "user_id", help="User whose recommendations to print (default: the most active).")
+@click.pass_context
+def demo(ctx: click.Context, synthetic_events: int, user_id: str | None) -> None:
+    """Start a local broker (unless one is configured), replay a data set, run the worker until it
+    has caught up, and print a summary and one user's recommendations."""
+    from streams.demo import DemoOptions, run_demo
+
+    if ctx.obj["log_level"] == "info":  # progress bars say it all; keep warnings
+        logging.getLogger().setLevel(logging.WARNING)
+    settings = _settings(ctx)
+    demo_defaults = {"partition_idle_seconds": 2.0, "state_dir": settings.state_dir / "demo"}
+    settings = settings.model_copy(
+        update={k: v for k, v in demo_defaults.items() if k not in settings.model_fields_set}
+    )
+    run_demo(settings, DemoOptions(synthetic_events=synthetic_events, user_id=user_id))
+
+
+@cli.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run the stream worker: segmenter, encoder stage, store and publisher. Start several with the
+    same MSLI_GROUP_ID to split the partitions; stop with SIGINT or SIGTERM."""
+    from streams.app import WorkerRuntime, run_worker
+
+    settings = _settings(ctx)
+    runtime = WorkerRuntime(settings)
+    logging.getLogger(__name__).info(
+        "worker for %s -> %s, model %s on %s, state in %s",
+        settings.events_topic,
+        settings.representations_topic,
+        runtime.encoder.model_version,
+        runtime.encoder.device,
+        settings.state_dir,
+    )
+    run_worker(runtime)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--format", "fmt", type=click.Choice(["inter", "jsonl", "csv"]), help="Default: from the extension."
+)
+@click.option(
+    "--skip-bad", is_flag=True, help="Skip malformed rows (counted) instead of stopping at the first."
+)
+@click.option("--no-sort", is_flag=True, help="Keep file order instead of sorting by event time.")
+@click.pass_context
+def produce(ctx: click.Context, file: Path, fmt: str | None, skip_bad: bool, no_sort: bool) -> None:
+    """Produce behaviour events from a MovieLens .inter, JSONL or CSV FILE, keyed by user id.
+
+    The whole file is checked before anything is sent, so a bad row costs nothing."""
+    from streams.producer import EventProducer
+    from streams.readers import EventFileReader, sort_by_event_time
+
+    settings = _settings(ctx)
+    reader = EventFileReader(file, fmt, on_error="skip" if skip_bad else "raise")
+    events = list(reader)
+    if not no_sort:
+        events = sort_by_event_time(events)
+    with EventProducer(settings.kafka_client_config(), topic=settings.events_topic) as producer:
+        producer.send_many(events)
+    skipped = f", skipped {reader.rows_skipped} bad rows" if skip_bad else ""
+    click.echo(f"produced {len(events):,} events to {settings.events_topic}{skipped}")
+
+
+@cli.command()
+@click.argument("user_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--model-version", help="Read this model version's namespace (default: the worker's).")
+@click.pass_context
+def query(ctx: click.Context, user_id: str, as_json: bool, model_version: str | None) -> None:
+    """Print USER_ID's representation from the worker's store (safe while a worker runs)."""
+    from store import RocksDBVectorStore
+    from streams.query import format_representation, read_representation, representation_json
+
+    settings = _settings(ctx)
+    with RocksDBVectorStore(settings.state_dir / "store", read_only=True) as store:
+        record = read_representation(store, user_id, model_version)
+    click.echo(json.dumps(representation_json(record)) if as_json else format_representation(record))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the command; map every user-facing error to one line on stderr."""
+    try:
+        ctx_level = _peek_log_level(argv if argv is not None else sys.argv[1:])
+        _setup_logging(ctx_level)
+        cli.main(args=argv, prog_name="msli", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except ConfigError as exc:
+        click.echo(f"msli: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except _user_errors() as exc:
+        click.echo(f"msli: {exc}", err=True)
+        sys.exit(1)
+
+
+def _peek_log_level(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--log-level" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--log-level="):
+            return arg.split("=", 1)[1]
+    return "info"

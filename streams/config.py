@@ -1,0 +1,185 @@
+"""The one settings object: defaults, then a TOML file, then `MSLI_*` environment variables."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from streams.errors import ConfigError
+
+__all__ = ["MsliSettings", "load_settings"]
+
+_LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+_ENV_PREFIX = "MSLI_"
+# Variables with the prefix that are not settings but are read elsewhere on purpose.
+_NON_SETTING_ENV = {"MSLI_CONFIG", "MSLI_VENV"}
+# librdkafka settings that turn off a safety check; refused unless `allow_insecure_kafka` is set.
+_INSECURE_KAFKA = {
+    "enable.ssl.certificate.verification": "false",
+    "ssl.endpoint.identification.algorithm": "none",
+}
+
+
+class MsliSettings(BaseSettings):
+    """Every knob of msli. Times are in seconds, sizes in bytes or counts."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=_ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+    _toml_file: ClassVar[Path | None] = None
+
+    # --- Kafka ---------------------------------------------------------------------------------
+    bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "bootstrap_servers", "MSLI_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
+        ),
+        description="Kafka brokers; unset means `msli demo` starts a local one.",
+    )
+    kafka: dict[str, str] = Field(
+        default_factory=dict,
+        description="librdkafka client settings passed through unchanged (SASL, TLS, ...).",
+    )
+    allow_insecure_kafka: bool = False
+    events_topic: str = "behaviour-events"
+    segments_topic: str = "closed-segments"
+    representations_topic: str = "user-representations"
+    dead_letter_topic: str = "msli-dead-letters"
+    checkpoints_topic: str = "msli-segmenter-checkpoints"
+    group_id: str = "msli"
+    topic_partitions: int = Field(default=6, ge=1, description="Partitions of topics msli creates.")
+    replication_factor: int = Field(default=1, ge=1)
+    session_timeout_seconds: float = Field(default=6.0, gt=0)
+
+    # --- Segmentation (the closing rules) ------------------------------------------------------
+    window_seconds: float = Field(default=3600.0, gt=0, description="Tumbling event-time window length.")
+    allowed_lateness_seconds: float = Field(default=60.0, ge=0)
+    user_idle_seconds: float = Field(
+        default=1800.0, gt=0, description="Event-time gap that closes a segment."
+    )
+    max_events_per_segment: int = Field(default=32, ge=1)
+    partition_idle_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Wall-clock quiet time after which a partition's watermark follows the clock.",
+    )
+    late_events: Literal["reopen", "dead-letter"] = "reopen"
+    max_future_seconds: float = Field(
+        default=3600.0, ge=0, description="Event times further ahead are bad input."
+    )
+    max_record_bytes: int = Field(default=64 * 1024, ge=128)
+
+    # --- Worker --------------------------------------------------------------------------------
+    consume_batch_size: int = Field(default=5000, ge=1)
+    commit_interval_seconds: float = Field(default=2.0, gt=0)
+    encode_batch_size: int = Field(default=256, ge=1)
+    encode_batch_seconds: float = Field(default=0.2, gt=0)
+    top_k_segments: int = Field(default=16, ge=1, description="K: segment vectors kept in a representation.")
+    recency_half_life_seconds: float = Field(default=7 * 86400.0, gt=0)
+    vector_dtype: Literal["float16", "float32"] = "float16"
+    state_dir: Path = Path("msli-state")
+    encoder_checkpoint: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+
+    # --- Data ----------------------------------------------------------------------------------
+    data_dir: Path = _REPO_ROOT.parent / "shared" / "data" / "movielens-100k"
+
+    @field_validator("kafka", mode="before")
+    @classmethod
+    def _dotted_kafka_keys(cls, value: Any) -> Any:
+        # Environment variables cannot hold dots: MSLI_KAFKA__SASL_MECHANISM means sasl.mechanism.
+        if isinstance(value, dict):
+            return {str(k).replace("_", "."): str(v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_insecure_kafka(self) -> MsliSettings:
+        for key, bad in _INSECURE_KAFKA.items():
+            if self.kafka.get(key, "").lower() == bad and not self.allow_insecure_kafka:
+                raise ValueError(
+                    f"kafka {key}={bad} disables TLS verification; set allow_insecure_kafka=true to allow it"
+                )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    # --- Derived -------------------------------------------------------------------------------
+    def kafka_client_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka settings for a client: the bootstrap servers, the pass-through, then `extra`."""
+        if not self.bootstrap_servers:
+            raise ConfigError("no Kafka broker configured: set MSLI_BOOTSTRAP_SERVERS")
+        # librdkafka logs through Python logging, so its lines obey --log-level and log formats.
+        return {"bootstrap.servers": self.bootstrap_servers, "logger": _LIBRDKAFKA_LOG, **self.kafka, **extra}
+
+    @property
+    def window_ms(self) -> int:
+        return int(self.window_seconds * 1000)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> MsliSettings:
+    """Build the settings; every problem becomes one ConfigError line, never a traceback."""
+    path = Path(config_file) if config_file else _env_config_file()
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    _reject_unknown_env()
+
+    class _FileSettings(MsliSettings):
+        _toml_file = path
+
+    try:
+        return _FileSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
+def _env_config_file() -> Path | None:
+    value = os.environ.get("MSLI_CONFIG")
+    return Path(value) if value else None
+
+
+def _reject_unknown_env() -> None:
+    known = {_ENV_PREFIX + name.upper() for name in MsliSettings.model_fields} | _NON_SETTING_ENV
+    for name in os.environ:
+        if not name.startswith(_ENV_PREFIX) or name in known or name.startswith(_ENV_PREFIX + "KAFKA__"):
+            continue
+        hint = difflib.get_close_matches(name, sorted(known), n=1)
+        raise ConfigError(f"unknown setting {name}" + (f" (did you mean {hint[0]}?)" if hint else ""))
+
+
+def _one_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if first["type"] == "extra_forbidden":
+        return f"unknown setting {where}{more}"
+    return f"bad setting {where}: {first['msg']}{more}"

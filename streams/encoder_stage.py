@@ -1,0 +1,320 @@
+"""The encoder stage: closed segments in, segment vectors and user representations out.
+
+Per micro-batch: skip what the store already reflects, restore from Kafka what it is missing,
+merge each segment into its window (dropping events already stored), encode every changed segment
+in one batch, fuse each touched user's newest K, write all of it and the applied offsets in one
+atomic store write with an outbox, then publish the outbox. See store.store for why that order
+makes a crash lose nothing and duplicate nothing but identical bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from encoders import SegmentInput
+from schemas import ACTIONS, AvroCodec, SchemaError
+from store import RocksDBVectorStore, StoreBatch, StoredSegment, quantize, segment_id
+from streams.fuser import representation_record
+from streams.publisher import KafkaPublisher
+
+__all__ = ["EncoderStage", "SourceRecord", "StageConfig", "StageReport"]
+
+log = logging.getLogger(__name__)
+
+_ACTION_INDEX = {name: i for i, name in enumerate(ACTIONS)}
+
+
+class Encoder(Protocol):
+    @property
+    def model_version(self) -> str: ...
+
+    def encode(self, segments: Sequence[SegmentInput]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One closed-segments record as consumed."""
+
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+# Reads closed-segments[partition] from `start` up to `end` (exclusive), in chunks.
+Restorer = Callable[[int, int, int], Iterable[list[SourceRecord]]]
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    segments_topic: str
+    representations_topic: str
+    top_k: int
+    half_life_ms: float
+    max_events: int  # a late event joins its window's last segment only below this size
+
+
+@dataclass
+class StageReport:
+    """What one call did; the worker adds these up for its summary and metrics."""
+
+    records: int = 0
+    skipped: int = 0  # at or below the applied offset: already reflected
+    restored: int = 0  # read back from Kafka to fill a gap in the store
+    duplicates: int = 0  # segments whose every event was already stored
+    encoded: int = 0
+    published: int = 0
+    undecodable: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: StageReport) -> None:
+        for name in ("records", "skipped", "restored", "duplicates", "encoded", "published", "undecodable"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.reasons.update(other.reasons)
+
+
+class _Window:
+    """One user's window as stored plus this batch's changes: events per ordinal, identities seen."""
+
+    __slots__ = ("dirty", "identities", "segments")
+
+    def __init__(self, segments: dict[int, dict[str, Any]]) -> None:
+        self.segments = segments  # ordinal -> ClosedSegment record (events merged)
+        self.identities = {_identity(e) for rec in segments.values() for e in rec["events"]}
+        self.dirty: set[int] = set()
+
+
+class EncoderStage:
+    """Sync and single-threaded: the faust agent runs `process` in an executor thread."""
+
+    def __init__(
+        self,
+        store: RocksDBVectorStore,
+        encoder: Encoder,
+        publisher: KafkaPublisher,
+        config: StageConfig,
+        restorer: Restorer | None = None,
+    ) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.publisher = publisher
+        self.config = config
+        self.restorer = restorer
+        self.codec = AvroCodec("ClosedSegment")
+        self.rep_codec = AvroCodec("UserRepresentation")
+        self._applied: dict[int, int] = {}
+        self.totals = StageReport()
+
+    def publish_outbox(self) -> int:
+        """Publish what a crash left in the outbox (identical bytes); call once at start-up."""
+        pending = self.store.pending_outbox()
+        for record in pending:
+            self.publisher.send(record.topic, record.key, record.value)
+        self.publisher.flush()
+        self.store.clear_outbox(pending)
+        if pending:
+            log.info("published %d representations left in the outbox by an earlier run", len(pending))
+        return len(pending)
+
+    def process(self, records: Sequence[SourceRecord]) -> StageReport:
+        """Reflect a micro-batch of closed-segments records in the store and on the output topic."""
+        report = StageReport()
+        fresh: list[SourceRecord] = []
+        for partition, group in _by_partition(records).items():
+            applied = self._applied_offset(partition)
+            todo = [r for r in group if r.offset > applied]
+            report.skipped += len(group) - len(todo)
+            if todo and todo[0].offset > applied + 1 and self.restorer is not None:
+                self._restore(partition, applied + 1, todo[0].offset, report)
+            fresh.extend(todo)
+        if fresh:
+            self._apply(fresh, report, publish=True)
+        self.totals.add(report)
+        return report
+
+    # --- internals -------------------------------------------------------------------------------
+    def _restore(self, partition: int, start: int, end: int, report: StageReport) -> None:
+        """Fill the store from Kafka (a cold start, or a partition that moved here), then publish
+        each restored user's final representation once, never an older state."""
+        assert self.restorer is not None
+        log.info(
+            "restoring %s[%d] offsets %d..%d into the store",
+            self.config.segments_topic,
+            partition,
+            start,
+            end - 1,
+        )
+        users: set[str] = set()
+        for chunk in self.restorer(partition, start, end):
+            restored = StageReport()
+            users |= self._apply(chunk, restored, publish=False)
+            report.restored += restored.records
+            report.encoded += restored.encoded
+        batch = self.store.batch()
+        for user_id in sorted(users):
+            value = self.store.representation(self.encoder.model_version, user_id)
+            if value is not None:
+                batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
+        self._write_and_publish(batch, report)
+
+    def _apply(self, records: Sequence[SourceRecord], report: StageReport, *, publish: bool) -> set[str]:
+        windows: dict[tuple[str, int], _Window] = {}
+        for record in records:
+            report.records += 1
+            try:
+                segment = self.codec.decode(record.value or b"")
+            except SchemaError as exc:
+                report.undecodable += 1
+                log.error(
+                    "skipping undecodable closed segment at %d@%d: %s", record.partition, record.offset, exc
+                )
+                continue
+            report.reasons[segment["close_reason"]] += 1
+            if not self._merge(segment, windows):
+                report.duplicates += 1
+
+        changed = [(key, o) for key, w in windows.items() for o in sorted(w.dirty)]
+        vectors = self._encode([windows[key].segments[o] for key, o in changed])
+        report.encoded += len(changed)
+        model_version = self.encoder.model_version
+        batch = self.store.batch()
+        new_by_user: dict[str, list[StoredSegment]] = defaultdict(list)
+        for ((user_id, window), ordinal), vector in zip(changed, vectors, strict=True):
+            rec = windows[(user_id, window)].segments[ordinal]
+            batch.put_segment_events(user_id, window, ordinal, self.codec.encode(rec))
+            stored = _stored_segment(rec, vector)
+            batch.put_segment_vector(model_version, stored)
+            new_by_user[user_id].append(stored)
+
+        for user_id in sorted(new_by_user):
+            value = self.rep_codec.encode(self._representation(user_id, new_by_user[user_id]))
+            batch.put_representation(model_version, user_id, value)
+            if publish:
+                batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
+        for partition, offset in _last_offsets(records).items():
+            batch.set_applied_offset(self.config.segments_topic, partition, offset)
+        self._write_and_publish(batch, report)
+        for partition, offset in _last_offsets(records).items():
+            self._applied[partition] = offset
+        return set(new_by_user)
+
+    def _write_and_publish(self, batch: StoreBatch, report: StageReport) -> None:
+        self.store.write(batch)
+        for record in batch.outbox:
+            self.publisher.send(record.topic, record.key, record.value)
+        if batch.outbox:
+            self.publisher.flush()
+            self.store.clear_outbox(batch.outbox)
+            report.published += len(batch.outbox)
+
+    def _merge(self, segment: dict[str, Any], windows: dict[tuple[str, int], _Window]) -> bool:
+        """Put the segment's new events into its window; False if it brought none."""
+        user_id, window_start = segment["user_id"], segment["window_start_ms"]
+        window = windows.get((user_id, window_start))
+        if window is None:
+            window = windows[(user_id, window_start)] = self._load_window(user_id, window_start)
+        new_events = []
+        for event in segment["events"]:
+            identity = _identity(event)
+            if identity not in window.identities:
+                window.identities.add(identity)
+                new_events.append(event)
+        if not new_events:
+            return False
+        if segment["close_reason"] == "late" and window.segments:
+            # A late event re-opens the window's last segment while it has room.
+            last = max(window.segments)
+            room = self.config.max_events - len(window.segments[last]["events"])
+            if room > 0:
+                _extend(window.segments[last], new_events[:room], segment)
+                window.dirty.add(last)
+                new_events = new_events[room:]
+        if new_events:
+            # Ordinals are the store's: dense, in arrival order. After a crash the segmenter may
+            # re-send a fragment of a segment it already sent; its events are dropped above.
+            ordinal = max(window.segments) + 1 if window.segments else 0
+            window.segments[ordinal] = {
+                **segment,
+                "segment_id": segment_id(user_id, window_start, ordinal),
+                "ordinal": ordinal,
+                "events": new_events,
+            }
+            window.dirty.add(ordinal)
+        return True
+
+    def _load_window(self, user_id: str, window_start: int) -> _Window:
+        stored = self.store.window_segment_events(user_id, window_start)
+        return _Window({ordinal: self.codec.decode(value) for ordinal, value in stored})
+
+    def _encode(self, records: list[dict[str, Any]]) -> np.ndarray:
+        if not records:
+            return np.zeros((0, 0), dtype=np.float32)
+        inputs = [_segment_input(rec) for rec in records]
+        return quantize(self.encoder.encode(inputs), self.store.vector_dtype)
+
+    def _representation(self, user_id: str, new: list[StoredSegment]) -> dict[str, Any]:
+        k = self.config.top_k
+        current = {
+            (s.window_start_ms, s.ordinal): s
+            for s in self.store.newest_segments(self.encoder.model_version, user_id, k)
+        }
+        current.update({(s.window_start_ms, s.ordinal): s for s in new})
+        newest = [current[key] for key in sorted(current, reverse=True)[:k]]
+        return representation_record(user_id, self.encoder.model_version, newest, self.config.half_life_ms)
+
+    def _applied_offset(self, partition: int) -> int:
+        if partition not in self._applied:
+            self._applied[partition] = self.store.applied_offset(self.config.segments_topic, partition)
+        return self._applied[partition]
+
+
+def _identity(event: dict[str, Any]) -> object:
+    event_id = event.get("event_id")
+    return event_id if event_id is not None else (event["item_id"], event["action"], event["event_time_ms"])
+
+
+def _extend(target: dict[str, Any], events: list[dict[str, Any]], source: dict[str, Any]) -> None:
+    target["events"] = target["events"] + events
+    target["first_offset"] = min(target["first_offset"], source["first_offset"])
+    target["last_offset"] = max(target["last_offset"], source["last_offset"])
+
+
+def _segment_input(record: dict[str, Any]) -> SegmentInput:
+    events = sorted(record["events"], key=lambda e: e["event_time_ms"])  # stable: ties keep arrival order
+    return SegmentInput(
+        item_ids=[e["item_id"] for e in events],
+        actions=[_ACTION_INDEX[e["action"]] for e in events],
+        event_times_ms=[e["event_time_ms"] for e in events],
+        weights=[e["weight"] for e in events],
+    )
+
+
+def _stored_segment(record: dict[str, Any], vector: np.ndarray) -> StoredSegment:
+    return StoredSegment(
+        user_id=record["user_id"],
+        window_start_ms=record["window_start_ms"],
+        window_end_ms=record["window_end_ms"],
+        ordinal=record["ordinal"],
+        last_event_ms=max(e["event_time_ms"] for e in record["events"]),
+        event_count=len(record["events"]),
+        vector=vector,
+    )
+
+
+def _by_partition(records: Sequence[SourceRecord]) -> dict[int, list[SourceRecord]]:
+    groups: dict[int, list[SourceRecord]] = defaultdict(list)
+    for record in records:
+        groups[record.partition].append(record)
+    return groups
+
+
+def _last_offsets(records: Sequence[SourceRecord]) -> dict[int, int]:
+    last: dict[int, int] = {}
+    for record in records:
+        last[record.partition] = max(record.offset, last.get(record.partition, -1))
+    return last

@@ -1,0 +1,56 @@
+"""Fuse a user's newest K segment vectors into a representation: recency weights and one vector."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from store import StoredSegment
+
+__all__ = ["fuse", "recency_weights", "representation_record"]
+
+
+def recency_weights(last_event_ms: Sequence[int], half_life_ms: float) -> np.ndarray:
+    """Halve a segment's weight per half-life of event time behind the newest one; sum to 1.
+
+    Event time, not the wall clock, so a replay computes the same weights as the live run.
+    """
+    times = np.asarray(last_event_ms, dtype=np.float64)
+    raw = np.exp2(-(times.max() - times) / half_life_ms)
+    return (raw / raw.sum()).astype(np.float32)
+
+
+def fuse(segments: Sequence[StoredSegment], half_life_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    """(weights (K,), fused (d,)) for segments given newest first; fused is the weighted mean."""
+    weights = recency_weights([s.last_event_ms for s in segments], half_life_ms)
+    vectors = np.stack([s.vector for s in segments])  # (K, d)
+    fused = (weights[:, None] * vectors).sum(axis=0, dtype=np.float32)  # (d,)
+    return weights, fused
+
+
+def representation_record(
+    user_id: str, model_version: str, segments: Sequence[StoredSegment], half_life_ms: float
+) -> dict[str, Any]:
+    """The UserRepresentation record for segments given newest first (at least one)."""
+    weights, fused = fuse(segments, half_life_ms)
+    return {
+        "user_id": user_id,
+        "model_version": model_version,
+        "dim": int(fused.shape[0]),
+        "segments": [
+            {
+                "segment_id": s.segment_id,
+                "window_start_ms": s.window_start_ms,
+                "window_end_ms": s.window_end_ms,
+                "last_event_ms": s.last_event_ms,
+                "event_count": s.event_count,
+                "weight": float(w),
+                "vector": np.asarray(s.vector, dtype="<f4").tobytes(),
+            }
+            for s, w in zip(segments, weights, strict=True)
+        ],
+        "fused": np.asarray(fused, dtype="<f4").tobytes(),
+        "updated_at_ms": max(s.last_event_ms for s in segments),
+    }

@@ -1,0 +1,228 @@
+"""The segmenter: behaviour events in (confluent-kafka, batch consume), closed segments out.
+
+Runs in its own thread (librdkafka releases the GIL while it waits). Progress is safe in this order:
+produce closed segments and dead letters, flush and verify delivery, write checkpoints, then commit
+offsets. A checkpoint points at the first event of the oldest window still open, so a restart
+replays exactly what was not yet reflected downstream; the store drops the re-sent events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from schemas import AvroCodec
+from streams.checkpoints import CheckpointLog
+from streams.config import MsliSettings
+from streams.dead_letters import DeadLetterSink
+from streams.events import BadEvent, EventValidator
+from streams.publisher import KafkaPublisher, producer_config
+from streams.windowing import SegmentationConfig, SegmentCloser
+
+__all__ = ["Segmenter", "SegmenterStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SegmenterStats:
+    events: int = 0
+    dead_letters: int = 0
+    late: int = 0
+    duplicates: int = 0
+    closed: Counter[str] = field(default_factory=Counter)
+    positions: dict[int, int] = field(default_factory=dict)  # next offset to read, per partition
+
+    @property
+    def segments_closed(self) -> int:
+        return sum(n for reason, n in self.closed.items() if reason != "late")
+
+
+class Segmenter:
+    """Consume behaviour events as one member of the group; `run()` until `stop()`."""
+
+    def __init__(self, settings: MsliSettings) -> None:
+        self.settings = settings
+        client = settings.kafka_client_config()
+        self.topic = settings.events_topic
+        self.consumer = Consumer(
+            {
+                **client,
+                "group.id": settings.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": int(settings.session_timeout_seconds * 1000),
+                "heartbeat.interval.ms": max(500, int(settings.session_timeout_seconds * 1000) // 3),
+            }
+        )
+        self.publisher = KafkaPublisher(producer_config(client))
+        self.dead_letters = DeadLetterSink(self.publisher, settings.dead_letter_topic)
+        self.checkpoints = CheckpointLog(client, settings.checkpoints_topic, settings.group_id)
+        self.rules = SegmentationConfig.from_settings(settings)
+        self.validator = EventValidator(
+            AvroCodec("BehaviourEvent"),
+            max_record_bytes=settings.max_record_bytes,
+            max_future_ms=int(settings.max_future_seconds * 1000),
+        )
+        self.codec = AvroCodec("ClosedSegment")
+        self.closers: dict[int, SegmentCloser] = {}
+        self.stats = SegmenterStats()
+        self._last_record_at: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._last_checkpoint = time.monotonic()
+        self.assigned = threading.Event()  # set once the group has given this member partitions
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Consume until stopped; on the way out, checkpoint and leave the group cleanly."""
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        try:
+            while not self._stop.is_set():
+                messages = self.consumer.consume(self.settings.consume_batch_size, timeout=0.2)
+                if messages:
+                    self._handle(messages)
+                self._advance_quiet_partitions()
+                if time.monotonic() - self._last_checkpoint >= self.settings.commit_interval_seconds:
+                    self.checkpoint()
+            self.checkpoint()
+        finally:
+            self.consumer.close()
+            self.publisher.close()
+
+    # --- per batch -------------------------------------------------------------------------------
+    def _handle(self, messages: list[Message]) -> None:
+        now = time.time()
+        now_ms = int(now * 1000)
+        check = self.validator.check
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                self._on_consume_error(error)
+                continue
+            # Set on every consumed record; the stubs say Optional because produced messages lack them.
+            partition: int = msg.partition()  # type: ignore[assignment]
+            offset: int = msg.offset()  # type: ignore[assignment]
+            closer = self.closers.get(partition)
+            if closer is None:  # a record fetched just before its partition was revoked
+                continue
+            self._last_record_at[partition] = now
+            event = check(msg.value(), now_ms)
+            if isinstance(event, BadEvent):
+                closer.next_offset = offset + 1
+                self._dead_letter(msg, event.reason, event.detail)
+                continue
+            self.stats.events += 1
+            late_before = len(closer.late_offsets)
+            closer.add(
+                offset,
+                event["user_id"],
+                event["item_id"],
+                event["action"],
+                event["event_time_ms"],
+                event["weight"],
+                event["event_id"],
+            )
+            if len(closer.late_offsets) > late_before:
+                self._dead_letter(msg, "late", f"window closed; watermark {closer.watermark}")
+        self._emit_closed()
+
+    def _emit_closed(self) -> None:
+        for partition, closer in self.closers.items():
+            for record in closer.closed:
+                self.stats.closed[record["close_reason"]] += 1
+                self.publisher.send(
+                    self.settings.segments_topic, record["user_id"].encode(), self.codec.encode(record)
+                )
+            closer.closed.clear()
+            closer.late_offsets.clear()
+            self.stats.positions[partition] = closer.next_offset
+        self.stats.late = sum(c.late for c in self.closers.values())
+        self.stats.duplicates = sum(c.duplicates for c in self.closers.values())
+        self.publisher.poll()
+
+    def _advance_quiet_partitions(self) -> None:
+        """A partition without records for `partition_idle_seconds` follows the wall clock, so a
+        quiet topic still closes its segments (faust and Quix Streams leave them open)."""
+        now = time.time()
+        for partition, closer in self.closers.items():
+            if (
+                closer.open_windows
+                and now - self._last_record_at.get(partition, now) >= self.settings.partition_idle_seconds
+            ):
+                closer.advance_watermark(int(now * 1000))
+        self._emit_closed()
+
+    def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
+        self.stats.dead_letters += 1
+        self.dead_letters.send(
+            key=msg.key(),
+            value=msg.value(),
+            source_topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            reason=reason,
+            detail=detail,
+        )
+
+    def _on_consume_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.fatal():
+            raise RuntimeError(f"Kafka consumer failed: {error.str()}")
+        log.warning("Kafka consumer: %s", error.str())
+
+    # --- progress ----------------------------------------------------------------------------------
+    def checkpoint(self, partitions: list[int] | None = None) -> None:
+        """Make everything produced so far durable, then record where a restart resumes."""
+        self._last_checkpoint = time.monotonic()
+        chosen = {p: c for p, c in self.closers.items() if partitions is None or p in partitions}
+        self.publisher.flush()
+        if not chosen:
+            return
+        points = {p: point for p, c in chosen.items() if (point := c.checkpoint()) is not None}
+        if not points:
+            return
+        self.checkpoints.save(self.publisher, self.topic, points)
+        self.publisher.flush()
+        offsets = [TopicPartition(self.topic, p, offset) for p, (offset, _) in points.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except Exception as exc:  # the checkpoint topic already holds the truth; the commit is for lag tools
+            log.warning("offset commit failed (checkpoints are saved): %s", exc)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        saved = self.checkpoints.load(self.topic)
+        for tp in partitions:
+            closer = SegmentCloser(self.rules, tp.partition)
+            if tp.partition in saved:
+                tp.offset, closer.watermark = saved[tp.partition]
+                closer.next_offset = tp.offset
+            self.closers[tp.partition] = closer
+            self._last_record_at[tp.partition] = time.time()
+        consumer.assign(partitions)
+        log.info("assigned %s[%s]", self.topic, ",".join(str(tp.partition) for tp in partitions))
+        self.assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = [tp.partition for tp in partitions]
+        self.checkpoint(revoked)
+        for p in revoked:
+            self.closers.pop(p, None)
+            self._last_record_at.pop(p, None)
+        log.info("revoked %s[%s]", self.topic, ",".join(map(str, revoked)))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "open_segments": sum(c.open_segments for c in self.closers.values()),
+            "open_windows": sum(c.open_windows for c in self.closers.values()),
+            "partitions": sorted(self.closers),
+        }

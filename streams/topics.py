@@ -1,0 +1,55 @@
+"""Create the topics msli uses, with the configs each one needs."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.config import MsliSettings
+from streams.errors import BrokerError
+
+__all__ = ["ensure_topics", "topic_specs"]
+
+log = logging.getLogger(__name__)
+
+
+def topic_specs(settings: MsliSettings) -> dict[str, tuple[int, dict[str, str]]]:
+    """name -> (partitions, configs). Closed segments are kept forever: re-encoding replays them."""
+    n = settings.topic_partitions
+    return {
+        settings.events_topic: (n, {}),
+        settings.segments_topic: (n, {"retention.ms": "-1"}),
+        settings.representations_topic: (n, {"cleanup.policy": "compact"}),
+        settings.dead_letter_topic: (n, {}),
+        settings.checkpoints_topic: (1, {"cleanup.policy": "compact"}),
+    }
+
+
+def ensure_topics(settings: MsliSettings, timeout: float = 30.0) -> list[str]:
+    """Create the missing topics; return their names. Existing topics are left as they are."""
+    admin = AdminClient(settings.kafka_client_config())
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise BrokerError(
+            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}"
+        ) from None
+    missing = [
+        NewTopic(
+            name, num_partitions=partitions, replication_factor=settings.replication_factor, config=config
+        )
+        for name, (partitions, config) in topic_specs(settings).items()
+        if name not in existing
+    ]
+    if not missing:
+        return []
+    for name, future in admin.create_topics(missing, request_timeout=timeout).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another worker won the race
+                raise BrokerError(f"cannot create topic {name}: {exc.args[0].str()}") from None
+    log.info("created topics %s", ", ".join(t.topic for t in missing))
+    return [t.topic for t in missing]

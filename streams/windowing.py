@@ -1,0 +1,244 @@
+"""The closing rules: which events form a segment, and when it closes. Pure, no Kafka.
+
+One `SegmentCloser` holds one partition's open segments. Events are processed in offset order;
+every decision depends only on that order and on watermark advances, so re-processing the same
+input from a checkpoint gives byte-identical segments. The rules, per event e of user u:
+
+1. Window w = floor(e.time / window) * window. If w + window + lateness <= watermark, the window has
+   closed: e is late (re-opened through a `late` record, or dead-lettered, as configured).
+2. A duplicate of an event already in an open window (same event_id, or same item, action and time
+   when there is no id) counts once.
+3. e joins u's open segment in w, or opens one with the window's next ordinal. A segment that
+   reaches `max_events` closes (`size`).
+4. The watermark becomes max(watermark, e.time). When it grows, windows whose end + lateness it
+   reached close (`window`, and their state is forgotten), then segments whose newest event is
+   `user_idle` older than it close (`idle`). The window stays open for u's later events.
+
+The watermark also advances from outside (a quiet partition follows the wall clock), through
+`advance_watermark`. The segmenter logs such advances so a replay applies them at the same offset.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["NO_WATERMARK", "SegmentCloser", "SegmentationConfig"]
+
+NO_WATERMARK = -(2**63)
+
+# An event inside a segment: (item_id, action, event_time_ms, weight, event_id)
+EventTuple = tuple[str, str, int, "float | None", "str | None"]
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """The closing rules' parameters, shared by the worker, the trainer and the test oracle."""
+
+    window_ms: int = 3_600_000  # tumbling event-time window length
+    allowed_lateness_ms: int = 60_000  # a window closes when the watermark passes its end plus this
+    user_idle_ms: int = 1_800_000  # event-time gap after a user's newest event that closes the segment
+    max_events: int = 32  # size cap: a segment this long closes and the window starts another
+    late_events: Literal["reopen", "dead-letter"] = "reopen"  # what happens to events of closed windows
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SegmentationConfig:
+        return cls(
+            window_ms=int(settings.window_seconds * 1000),
+            allowed_lateness_ms=int(settings.allowed_lateness_seconds * 1000),
+            user_idle_ms=int(settings.user_idle_seconds * 1000),
+            max_events=settings.max_events_per_segment,
+            late_events=settings.late_events,
+        )
+
+
+class _OpenSegment:
+    __slots__ = ("events", "first_offset", "last_ms", "last_offset", "ordinal")
+
+    def __init__(self, ordinal: int, offset: int) -> None:
+        self.ordinal = ordinal
+        self.first_offset = offset
+        self.last_offset = offset
+        self.last_ms = NO_WATERMARK
+        self.events: list[EventTuple] = []
+
+
+class _WindowState:
+    """What one user's window needs until it closes: first offset and watermark for checkpoints,
+    the next ordinal, the identities seen (for duplicates), and the open segment if any."""
+
+    __slots__ = ("first_offset", "next_ordinal", "open", "seen", "watermark_at_start")
+
+    def __init__(self, offset: int, watermark: int) -> None:
+        self.first_offset = offset
+        self.watermark_at_start = watermark
+        self.next_ordinal = 0
+        self.seen: set[object] = set()
+        self.open: _OpenSegment | None = None
+
+
+class SegmentCloser:
+    """Open segments and closing decisions for one partition of behaviour events."""
+
+    def __init__(self, config: SegmentationConfig, partition: int, watermark: int = NO_WATERMARK) -> None:
+        self.config = config
+        self.partition = partition
+        self.watermark = watermark
+        # Insertion order is offset order, so the first window is the oldest: the checkpoint is O(1).
+        self._windows: dict[tuple[str, int], _WindowState] = {}
+        self._window_deadlines: list[tuple[int, str, int]] = []  # (close at, user, window start)
+        self._idle_deadlines: list[tuple[int, str, int, int]] = []  # (close at, user, window, ordinal)
+        self.closed: list[dict[str, Any]] = []  # ClosedSegment records, drained by the caller
+        self.late_offsets: list[int] = []  # offsets of late events to dead-letter (policy dead-letter)
+        self.duplicates = 0
+        self.late = 0
+        self.next_offset = -1  # offset after the last event seen; -1 until one is seen or restored
+
+    # --- input -----------------------------------------------------------------------------------
+    def add(
+        self,
+        offset: int,
+        user_id: str,
+        item_id: str,
+        action: str,
+        event_time_ms: int,
+        weight: float | None = None,
+        event_id: str | None = None,
+    ) -> None:
+        """Apply one event (in offset order); closed segments accumulate in `self.closed`."""
+        cfg = self.config
+        self.next_offset = offset + 1
+        window = event_time_ms - event_time_ms % cfg.window_ms
+        if window + cfg.window_ms + cfg.allowed_lateness_ms <= self.watermark:
+            self._on_late(offset, user_id, window, (item_id, action, event_time_ms, weight, event_id))
+            return
+        key = (user_id, window)
+        state = self._windows.get(key)
+        if state is None:
+            state = self._windows[key] = _WindowState(offset, self.watermark)
+            close_at = window + cfg.window_ms + cfg.allowed_lateness_ms
+            heapq.heappush(self._window_deadlines, (close_at, user_id, window))
+        identity = event_id if event_id is not None else (item_id, action, event_time_ms)
+        if identity in state.seen:
+            self.duplicates += 1
+        else:
+            state.seen.add(identity)
+            segment = state.open
+            if segment is None:
+                segment = state.open = _OpenSegment(state.next_ordinal, offset)
+                state.next_ordinal += 1
+            segment.events.append((item_id, action, event_time_ms, weight, event_id))
+            segment.last_offset = offset
+            if event_time_ms > segment.last_ms:
+                segment.last_ms = event_time_ms
+                heapq.heappush(
+                    self._idle_deadlines, (event_time_ms + cfg.user_idle_ms, user_id, window, segment.ordinal)
+                )
+            if len(segment.events) >= cfg.max_events:
+                self._close(user_id, window, state, "size")
+        if event_time_ms > self.watermark:
+            self.advance_watermark(event_time_ms)
+
+    def advance_watermark(self, watermark: int) -> None:
+        """Move the watermark forward (never back) and close what it makes due."""
+        if watermark <= self.watermark:
+            return
+        self.watermark = watermark
+        deadlines = self._window_deadlines
+        while deadlines and deadlines[0][0] <= watermark:
+            _, user_id, window = heapq.heappop(deadlines)
+            state = self._windows.pop((user_id, window))
+            if state.open is not None:
+                self._close(user_id, window, state, "window")
+        idle = self._idle_deadlines
+        while idle and idle[0][0] <= watermark:
+            close_at, user_id, window, ordinal = heapq.heappop(idle)
+            maybe = self._windows.get((user_id, window))
+            segment = maybe.open if maybe is not None else None
+            # Entries go stale when a segment closed or got a newer event: skip those.
+            if (
+                maybe is not None
+                and segment is not None
+                and segment.ordinal == ordinal
+                and segment.last_ms + self.config.user_idle_ms == close_at
+            ):
+                self._close(user_id, window, maybe, "idle")
+
+    # --- state -----------------------------------------------------------------------------------
+    def checkpoint(self) -> tuple[int, int] | None:
+        """(offset, watermark) to resume from: the first event of the oldest open window, and the
+        watermark that was in force when it arrived; None before any event. Replaying from there
+        rebuilds the open windows (the store drops events of closed ones that come again)."""
+        for state in self._windows.values():
+            return state.first_offset, state.watermark_at_start
+        return None if self.next_offset < 0 else (self.next_offset, self.watermark)
+
+    @property
+    def open_segments(self) -> int:
+        return sum(1 for s in self._windows.values() if s.open is not None)
+
+    @property
+    def open_windows(self) -> int:
+        return len(self._windows)
+
+    def open_events(self) -> int:
+        return sum(len(s.open.events) for s in self._windows.values() if s.open is not None)
+
+    # --- output ----------------------------------------------------------------------------------
+    def _close(self, user_id: str, window: int, state: _WindowState, reason: str) -> None:
+        segment = state.open
+        assert segment is not None
+        state.open = None
+        self.closed.append(
+            _record(
+                user_id,
+                window,
+                self.config.window_ms,
+                segment.ordinal,
+                reason,
+                segment.events,
+                self.partition,
+                segment.first_offset,
+                segment.last_offset,
+            )
+        )
+
+    def _on_late(self, offset: int, user_id: str, window: int, event: EventTuple) -> None:
+        self.late += 1
+        if self.config.late_events == "dead-letter":
+            self.late_offsets.append(offset)
+            return
+        self.closed.append(
+            _record(
+                user_id, window, self.config.window_ms, -1, "late", [event], self.partition, offset, offset
+            )
+        )
+
+
+def _record(
+    user_id: str,
+    window: int,
+    window_ms: int,
+    ordinal: int,
+    reason: str,
+    events: list[EventTuple],
+    partition: int,
+    first_offset: int,
+    last_offset: int,
+) -> dict[str, Any]:
+    return {
+        "segment_id": f"{user_id}:{window}:{ordinal}",
+        "user_id": user_id,
+        "window_start_ms": window,
+        "window_end_ms": window + window_ms,
+        "ordinal": ordinal,
+        "close_reason": reason,
+        "events": [
+            {"item_id": i, "action": a, "event_time_ms": t, "weight": w, "event_id": e}
+            for i, a, t, w, e in events
+        ],
+        "source_partition": partition,
+        "first_offset": first_offset,
+        "last_offset": last_offset,
+    }

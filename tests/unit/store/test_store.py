@@ -1,0 +1,118 @@
+"""The vector store on a real RocksDB in tmp_path."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from store import RocksDBVectorStore, StoredSegment, StoreError, decode_vector, encode_vector, quantize
+
+MODEL = "m-test"
+
+
+def segment(user: str, window: int, ordinal: int, seed: int, dim: int = 8) -> StoredSegment:
+    vector = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return StoredSegment(user, window, window + 100, ordinal, window + 50, 3, vector)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with RocksDBVectorStore(tmp_path / "db", vector_dtype="float32") as s:
+        yield s
+
+
+def test_vector_codec_round_trips_float32_exactly_and_float16_closely() -> None:
+    v = np.random.default_rng(0).standard_normal(64).astype(np.float32)
+    assert np.array_equal(decode_vector(encode_vector(v, "float32")), v)
+    half = decode_vector(encode_vector(v, "float16"))
+    assert half.dtype == np.float32 and np.allclose(half, v, atol=2e-3)
+    assert np.array_equal(half, quantize(v, "float16"))
+    assert len(encode_vector(v, "float16")) == 1 + 64 * 2
+
+
+def test_newest_segments_come_newest_first_and_stop_at_k(store: RocksDBVectorStore) -> None:
+    batch = store.batch()
+    for window, ordinal in [(100, 0), (300, 0), (200, 1), (200, 0), (300, 1)]:
+        batch.put_segment_vector(MODEL, segment("u1", window, ordinal, seed=window + ordinal))
+    batch.put_segment_vector(MODEL, segment("u10", 999, 0, seed=1))  # a prefix of u1's key: must not leak in
+    batch.put_segment_vector("m-other", segment("u1", 999, 0, seed=2))
+    store.write(batch)
+    got = [(s.window_start_ms, s.ordinal) for s in store.newest_segments(MODEL, "u1", k=4)]
+    assert got == [(300, 1), (300, 0), (200, 1), (200, 0)]
+    first = store.newest_segments(MODEL, "u1", k=1)[0]
+    assert first.segment_id == "u1:300:1"
+    assert np.array_equal(first.vector, segment("u1", 300, 1, seed=301).vector)
+    assert store.newest_segments(MODEL, "nobody", k=4) == []
+    assert store.user_segment_count(MODEL, "u1") == 5
+
+
+def test_window_segment_events_are_per_user_and_window(store: RocksDBVectorStore) -> None:
+    batch = store.batch()
+    batch.put_segment_events("u", 100, 1, b"second")
+    batch.put_segment_events("u", 100, 0, b"first")
+    batch.put_segment_events("u", 200, 0, b"other window")
+    store.write(batch)
+    assert store.window_segment_events("u", 100) == [(0, b"first"), (1, b"second")]
+    assert store.window_segment_events("u", 300) == []
+
+
+def test_batch_is_atomic_and_applied_offsets_persist(tmp_path) -> None:
+    path = tmp_path / "db"
+    with RocksDBVectorStore(path) as store:
+        assert store.applied_offset("segs", 3) == -1
+        batch = store.batch()
+        batch.set_applied_offset("segs", 3, 41)
+        batch.put_representation(MODEL, "u", b"rep")
+        batch.add_outbox("reps", b"u", b"rep")
+        assert store.applied_offset("segs", 3) == -1  # nothing visible before write()
+        store.write(batch)
+    with RocksDBVectorStore(path) as store:
+        assert store.applied_offset("segs", 3) == 41
+        assert store.representation(MODEL, "u") == b"rep"
+        pending = store.pending_outbox()
+        assert [(r.topic, r.key, r.value) for r in pending] == [("reps", b"u", b"rep")]
+        batch = store.batch()
+        batch.add_outbox("reps", b"v", b"rep2")  # sequence numbers continue after a reopen
+        store.write(batch)
+        assert [r.seq for r in store.pending_outbox()] == [pending[0].seq, pending[0].seq + 1]
+        store.clear_outbox(store.pending_outbox())
+        assert store.pending_outbox() == []
+
+
+def test_read_only_store_sees_a_running_writers_data(tmp_path) -> None:
+    path = tmp_path / "db"
+    with RocksDBVectorStore(path) as writer:
+        batch = writer.batch()
+        batch.put_representation(MODEL, "u", b"rep")
+        writer.write(batch)
+        with RocksDBVectorStore(path, read_only=True) as reader:
+            assert reader.representation(MODEL, "u") == b"rep"
+            assert list(reader.representation_users(MODEL)) == ["u"]
+
+
+def test_missing_store_and_nul_bytes_are_clear_errors(tmp_path, store: RocksDBVectorStore) -> None:
+    with pytest.raises(StoreError, match="no store at"):
+        RocksDBVectorStore(tmp_path / "absent", read_only=True)
+    with pytest.raises(ValueError, match="NUL"):
+        store.representation(MODEL, "bad\x00user")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_directory_is_a_store_error(tmp_path) -> None:
+    path = tmp_path / "ro"
+    path.mkdir()
+    path.chmod(0o500)
+    try:
+        with pytest.raises(StoreError, match="cannot open store"):
+            RocksDBVectorStore(path / "db")
+    finally:
+        path.chmod(0o700)
+
+
+def test_unwritable_store_path_is_a_store_error(tmp_path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the store's parent directory should be")
+    with pytest.raises(StoreError, match="cannot open store"):
+        RocksDBVectorStore(blocker / "db")
