@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,7 +62,8 @@ def run_demo(settings: MsliSettings, options: DemoOptions) -> None:
         elapsed = _run_until_caught_up(runtime, len(data.events))
         _summary(runtime, elapsed)
     _recommendations(settings, data, encoder, options.user_id)
-    print(f"\nquery any user:  MSLI_STATE_DIR={settings.state_dir} msli query USER_ID [--json]")
+    msli = Path(sys.executable).with_name("msli")
+    print(f"\nquery any user:  MSLI_STATE_DIR={settings.state_dir} {msli} query USER_ID [--json]")
 
 
 def _load_data(settings: MsliSettings, options: DemoOptions) -> _DataSet:
