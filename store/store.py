@@ -205,7 +205,10 @@ class RocksDBVectorStore:
             self._db.flush()
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self._db.close()
+        except Exception as exc:  # a store that failed a write fails its close the same way
+            raise StoreError(f"cannot close store at {self.path}: {_first_line(exc)}") from None
 
     def __enter__(self) -> RocksDBVectorStore:
         return self

@@ -16,12 +16,14 @@ from typing import Any
 
 import faust
 from confluent_kafka import Consumer, TopicPartition
+from faust.types import TP
 from mode import Service
 
 from encoders import SegmentBatchEncoder
 from store import RocksDBVectorStore
 from streams.config import MsliSettings
 from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig
+from streams.kafka_auth import faust_credentials
 from streams.publisher import KafkaPublisher, producer_config
 from streams.query import ACTIVE_MODEL_KEY
 from streams.segment_reader import read_partition_range
@@ -62,6 +64,8 @@ class WorkerRuntime:
                 top_k=settings.top_k_segments,
                 half_life_ms=settings.recency_half_life_seconds * 1000,
                 max_events=settings.max_events_per_segment,
+                max_segments=settings.max_segments_per_user_window,
+                dead_letter_topic=settings.dead_letter_topic,
             ),
             restorer=lambda p, start, end: read_partition_range(
                 client, settings.segments_topic, p, start, end
@@ -104,10 +108,19 @@ class WorkerRuntime:
         return True
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
-        self._watermarks.close()
-        self.stage.publisher.close()
-        self.store.close()
+        """Release each part even if another fails (a full disk fails the store's close as well);
+        a failure here becomes the worker's error unless it already has one."""
+        parts = (
+            lambda: self.executor.shutdown(wait=True),
+            self._watermarks.close,
+            self.stage.publisher.close,
+            self.store.close,
+        )
+        for release in parts:
+            try:
+                release()
+            except Exception as exc:
+                self.fail(exc)
 
 
 class SegmenterService(Service):
@@ -150,6 +163,7 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.topic_partitions,
         producer_partitioner=None,
+        broker_credentials=faust_credentials(settings.kafka),
     )
     segments = app.topic(settings.segments_topic, key_serializer="raw", value_serializer="raw")
     loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
@@ -160,13 +174,43 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
         async for events in stream.take_events(  # type: ignore[attr-defined]  # missing from StreamT
             settings.encode_batch_size, within=settings.encode_batch_seconds
         ):
-            records = [SourceRecord(e.message.partition, e.message.offset, e.message.value) for e in events]
+            records = [
+                SourceRecord(e.message.partition, e.message.offset, e.message.value, e.message.key)
+                for e in events
+            ]
             try:
                 await loop.run_in_executor(runtime.executor, runtime.stage.process, records)
             except Exception as exc:
+                # take_events acks the batch when we leave it, whatever happened, and faust would
+                # commit those offsets. Marked acked here, faust's ack skips them: nothing that was
+                # not stored gets committed.
+                for event in events:
+                    event.message.acked = True
                 runtime.fail(exc)
                 runtime.request_stop()
                 return
+
+    owned: set[int] = set()  # closed-segments partitions this worker holds now
+
+    @app.on_partitions_assigned.connect
+    async def catch_up(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        """Restore what the store lacks of the partitions now owned, before the agent's next batch
+        (the executor runs one job at a time), without holding up the rebalance."""
+        assigned: set[TP] = args[0]  # the signal's one argument: the whole new assignment
+        owned.clear()
+        owned.update(tp.partition for tp in assigned if tp.topic == settings.segments_topic)
+        partitions = sorted(owned)
+
+        def restore() -> None:  # a partition revoked meanwhile is left to its new owner
+            runtime.stage.catch_up([p for p in partitions if p in owned])
+
+        def on_done(future: asyncio.Future[None]) -> None:
+            if not future.cancelled() and (exc := future.exception()) is not None:
+                runtime.fail(exc)
+                runtime.request_stop()
+
+        if partitions:
+            asyncio.get_running_loop().run_in_executor(runtime.executor, restore).add_done_callback(on_done)
 
     return app
 

@@ -5,11 +5,15 @@ merge each segment into its window (dropping events already stored), encode ever
 in one batch, fuse each touched user's newest K, write all of it and the applied offsets in one
 atomic store write with an outbox, then publish the outbox. See store.store for why that order
 makes a crash lose nothing and duplicate nothing but identical bytes.
+
+Records it cannot use (undecodable, or over the segments-per-window cap) go to the dead-letter
+topic, acknowledged by Kafka before the store write that moves the applied offset past them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +24,8 @@ import numpy as np
 from encoders import SegmentInput
 from schemas import ACTIONS, AvroCodec, SchemaError
 from store import RocksDBVectorStore, StoreBatch, StoredSegment, quantize, segment_id
+from streams.dead_letters import DeadLetterSink
+from streams.faults import crash_point
 from streams.fuser import representation_record
 from streams.publisher import KafkaPublisher
 
@@ -28,6 +34,11 @@ __all__ = ["EncoderStage", "SourceRecord", "StageConfig", "StageReport"]
 log = logging.getLogger(__name__)
 
 _ACTION_INDEX = {name: i for i, name in enumerate(ACTIONS)}
+END_OF_LOG = 2**63 - 1  # a restore `end` meaning "up to the partition's current end"
+_REPORT_COUNTS = (
+    *("records", "skipped", "restored", "duplicates"),
+    *("encoded", "published", "undecodable", "capped"),
+)
 
 
 class Encoder(Protocol):
@@ -44,6 +55,7 @@ class SourceRecord:
     partition: int
     offset: int
     value: bytes | None
+    key: bytes | None = None
 
 
 # Reads closed-segments[partition] from `start` up to `end` (exclusive), in chunks.
@@ -57,6 +69,8 @@ class StageConfig:
     top_k: int
     half_life_ms: float
     max_events: int  # a late event joins its window's last segment only below this size
+    max_segments: int = 64  # segments per user and window; new events beyond go to dead letters
+    dead_letter_topic: str = "msli-dead-letters"
 
 
 @dataclass
@@ -69,11 +83,12 @@ class StageReport:
     duplicates: int = 0  # segments whose every event was already stored
     encoded: int = 0
     published: int = 0
-    undecodable: int = 0
+    undecodable: int = 0  # dead-lettered
+    capped: int = 0  # over the segments-per-window cap: dead-lettered
     reasons: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: StageReport) -> None:
-        for name in ("records", "skipped", "restored", "duplicates", "encoded", "published", "undecodable"):
+        for name in _REPORT_COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.reasons.update(other.reasons)
 
@@ -107,6 +122,8 @@ class EncoderStage:
         self.restorer = restorer
         self.codec = AvroCodec("ClosedSegment")
         self.rep_codec = AvroCodec("UserRepresentation")
+        self.dead_letters = DeadLetterSink(publisher, config.dead_letter_topic)
+        self._dead_letters_unflushed = False
         self._applied: dict[int, int] = {}
         self.totals = StageReport()
 
@@ -127,13 +144,34 @@ class EncoderStage:
         fresh: list[SourceRecord] = []
         for partition, group in _by_partition(records).items():
             applied = self._applied_offset(partition)
-            todo = [r for r in group if r.offset > applied]
-            report.skipped += len(group) - len(todo)
-            if todo and todo[0].offset > applied + 1 and self.restorer is not None:
-                self._restore(partition, applied + 1, todo[0].offset, report)
-            fresh.extend(todo)
+            for record in sorted(group, key=lambda r: r.offset):
+                if record.offset <= applied:  # already reflected, or twice in this batch
+                    report.skipped += 1
+                    continue
+                if record.offset > applied + 1 and self.restorer is not None:
+                    # The store lacks what another worker, or a deleted store, applied. Apply what
+                    # came before the gap first, so each window still sees its records in order.
+                    if fresh:
+                        self._apply(fresh, report, publish=True)
+                        fresh = []
+                    self._restore(partition, applied + 1, record.offset, report)
+                fresh.append(record)
+                applied = record.offset
         if fresh:
             self._apply(fresh, report, publish=True)
+        self.totals.add(report)
+        return report
+
+    def catch_up(self, partitions: Iterable[int]) -> StageReport:
+        """Restore each partition from the store's applied offset to the current end of its log.
+
+        Called when partitions are assigned: a new owner, or a worker whose store was deleted, must
+        hold the state (and answer queries) now, not when the partition's next record arrives.
+        """
+        report = StageReport()
+        if self.restorer is not None:
+            for partition in partitions:
+                self._restore(partition, self._applied_offset(partition) + 1, END_OF_LOG, report)
         self.totals.add(report)
         return report
 
@@ -142,25 +180,36 @@ class EncoderStage:
         """Fill the store from Kafka (a cold start, or a partition that moved here), then publish
         each restored user's final representation once, never an older state."""
         assert self.restorer is not None
-        log.info(
-            "restoring %s[%d] offsets %d..%d into the store",
-            self.config.segments_topic,
-            partition,
-            start,
-            end - 1,
-        )
+        started = time.monotonic()
         users: set[str] = set()
+        restored = StageReport()
+        last = start - 1
         for chunk in self.restorer(partition, start, end):
-            restored = StageReport()
             users |= self._apply(chunk, restored, publish=False)
-            report.restored += restored.records
-            report.encoded += restored.encoded
+            last = chunk[-1].offset
+        if not restored.records:
+            return
         batch = self.store.batch()
         for user_id in sorted(users):
             value = self.store.representation(self.encoder.model_version, user_id)
             if value is not None:
                 batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
         self._write_and_publish(batch, report)
+        elapsed = time.monotonic() - started
+        log.info(
+            "restored %d records of %s[%d] (offsets %d..%d) in %.1f s (%.0f records/s), %d users",
+            restored.records,
+            self.config.segments_topic,
+            partition,
+            start,
+            last,
+            elapsed,
+            restored.records / max(elapsed, 1e-9),
+            len(users),
+        )
+        report.restored += restored.records
+        for name in ("encoded", "duplicates", "undecodable", "capped"):  # records count as restored
+            setattr(report, name, getattr(report, name) + getattr(restored, name))
 
     def _apply(self, records: Sequence[SourceRecord], report: StageReport, *, publish: bool) -> set[str]:
         windows: dict[tuple[str, int], _Window] = {}
@@ -170,16 +219,25 @@ class EncoderStage:
                 segment = self.codec.decode(record.value or b"")
             except SchemaError as exc:
                 report.undecodable += 1
-                log.error(
-                    "skipping undecodable closed segment at %d@%d: %s", record.partition, record.offset, exc
-                )
+                self._dead_letter(record, "undecodable", str(exc))
+                continue
+            if not segment["user_id"] or "\x00" in segment["user_id"]:  # would break the store's keys
+                report.undecodable += 1
+                self._dead_letter(record, "missing-user", f"user_id {segment['user_id']!r}")
                 continue
             report.reasons[segment["close_reason"]] += 1
-            if not self._merge(segment, windows):
+            outcome = self._merge(segment, windows)
+            if outcome == "duplicate":
                 report.duplicates += 1
+            elif outcome == "capped":
+                report.capped += 1
+                self._dead_letter(
+                    record, "segment-cap", f"window has {self.config.max_segments} segments already"
+                )
 
         changed = [(key, o) for key, w in windows.items() for o in sorted(w.dirty)]
         vectors = self._encode([windows[key].segments[o] for key, o in changed])
+        crash_point("encoded")
         report.encoded += len(changed)
         model_version = self.encoder.model_version
         batch = self.store.batch()
@@ -204,16 +262,34 @@ class EncoderStage:
         return set(new_by_user)
 
     def _write_and_publish(self, batch: StoreBatch, report: StageReport) -> None:
+        if self._dead_letters_unflushed:  # before the write that moves the applied offset past them
+            self.publisher.flush()
+            self._dead_letters_unflushed = False
         self.store.write(batch)
+        crash_point("store-written")
         for record in batch.outbox:
             self.publisher.send(record.topic, record.key, record.value)
         if batch.outbox:
             self.publisher.flush()
+            crash_point("published")
             self.store.clear_outbox(batch.outbox)
             report.published += len(batch.outbox)
 
-    def _merge(self, segment: dict[str, Any], windows: dict[tuple[str, int], _Window]) -> bool:
-        """Put the segment's new events into its window; False if it brought none."""
+    def _dead_letter(self, record: SourceRecord, reason: str, detail: str) -> None:
+        self.dead_letters.send(
+            key=record.key,
+            value=record.value,
+            source_topic=self.config.segments_topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason,
+            detail=detail,
+        )
+        self._dead_letters_unflushed = True
+
+    def _merge(self, segment: dict[str, Any], windows: dict[tuple[str, int], _Window]) -> str:
+        """Put the segment's new events into its window: "merged"; "duplicate" if it brought none;
+        "capped" if some found the window at its segment cap (those are not stored)."""
         user_id, window_start = segment["user_id"], segment["window_start_ms"]
         window = windows.get((user_id, window_start))
         if window is None:
@@ -225,7 +301,7 @@ class EncoderStage:
                 window.identities.add(identity)
                 new_events.append(event)
         if not new_events:
-            return False
+            return "duplicate"
         if segment["close_reason"] == "late" and window.segments:
             # A late event re-opens the window's last segment while it has room.
             last = max(window.segments)
@@ -234,6 +310,10 @@ class EncoderStage:
                 _extend(window.segments[last], new_events[:room], segment)
                 window.dirty.add(last)
                 new_events = new_events[room:]
+        if new_events and len(window.segments) >= self.config.max_segments:
+            # Forget them again: a window's identities are exactly its stored events, whatever the batch.
+            window.identities.difference_update(_identity(e) for e in new_events)
+            return "capped"
         if new_events:
             # Ordinals are the store's: dense, in arrival order. After a crash the segmenter may
             # re-send a fragment of a segment it already sent; its events are dropped above.
@@ -245,7 +325,7 @@ class EncoderStage:
                 "events": new_events,
             }
             window.dirty.add(ordinal)
-        return True
+        return "merged"
 
     def _load_window(self, user_id: str, window_start: int) -> _Window:
         stored = self.store.window_segment_events(user_id, window_start)

@@ -1,4 +1,4 @@
-"""Read a range of one partition outside any consumer group: store restores and replays."""
+"""Read a range of one partition outside any consumer group: store restores, replays, checkpoints."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from streams.encoder_stage import SourceRecord
 from streams.errors import BrokerError
@@ -20,14 +20,18 @@ def read_partition_range(
     topic: str,
     partition: int,
     start: int,
-    end: int,
+    end: int | None = None,
     *,
     chunk: int = 2000,
     timeout: float = 60.0,
 ) -> Iterator[list[SourceRecord]]:
     """Yield records of topic[partition] with start <= offset < end, in chunks, oldest first.
 
-    Records that retention already deleted are simply absent: the read starts at the log start.
+    The read stops at `end` (None: no limit) or at the end of the log as it is now, whichever
+    comes first. The end
+    of the log is where the consumer reports partition EOF, not the high watermark from a
+    ListOffsets request: the local broker answers that with the last batch's first offset + 1, which
+    would cut a restore short. Records that retention already deleted are simply absent.
     """
     consumer = Consumer(
         {
@@ -35,28 +39,37 @@ def read_partition_range(
             "group.id": f"msli-reader-{uuid.uuid4().hex[:8]}",  # assign() only; never commits
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
         }
     )
+    end = 2**63 - 1 if end is None else end
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
-        end = min(end, high)
+        low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
         position = max(start, low)
         if position >= end:
             return
         consumer.assign([TopicPartition(topic, partition, position)])
         deadline = time.monotonic() + timeout
-        while position < end:
-            batch = []
-            for msg in consumer.consume(chunk, timeout=1.0):
-                offset = msg.offset()
-                if msg.error() or offset is None or offset >= end:
+        while True:
+            batch, at_end = [], False
+            for msg in consumer.consume(min(chunk, end - position), timeout=1.0):
+                error, offset = msg.error(), msg.offset()
+                if error is not None:
+                    at_end = at_end or error.code() == KafkaError._PARTITION_EOF
                     continue
-                batch.append(SourceRecord(partition, offset, msg.value()))
+                if offset is None:
+                    continue
+                if offset >= end:
+                    at_end = True
+                    break
+                batch.append(SourceRecord(partition, offset, msg.value(), msg.key()))
             if batch:
                 position = batch[-1].offset + 1
                 deadline = time.monotonic() + timeout
                 yield batch
-            elif time.monotonic() > deadline:
+            if at_end or position >= end:
+                return
+            if not batch and time.monotonic() > deadline:
                 raise BrokerError(
                     f"no progress reading {topic}[{partition}] at offset {position} for {timeout:.0f}s"
                 )
