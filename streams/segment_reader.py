@@ -52,7 +52,8 @@ def read_partition_range(
         deadline = time.monotonic() + timeout
         while True:
             batch, at_end = [], False
-            for msg in consumer.consume(min(chunk, end - position), timeout=1.0):
+            # A short wait: partition EOF ends the read, so nothing waits for a full chunk.
+            for msg in consumer.consume(min(chunk, end - position), timeout=0.2):
                 error, offset = msg.error(), msg.offset()
                 if error is not None:
                     at_end = at_end or error.code() == KafkaError._PARTITION_EOF
