@@ -14,6 +14,7 @@ __all__ = [
     "meta_key",
     "outbox_key",
     "parse_segment_suffix",
+    "pending_key",
     "representation_key",
     "segment_events_key",
     "segment_events_prefix",
@@ -32,6 +33,7 @@ REPRESENTATIONS = b"R"  # R model NUL user
 APPLIED = b"A"  # highest closed-segments offset reflected in this store: A topic NUL partition
 OUTBOX = b"O"  # representations written here but maybe not yet published: O seq
 META = b"M"  # small settings such as the promoted model version
+PENDING = b"P"  # users whose representation a restore changed and has not yet published: P user
 
 
 def _text(value: str) -> bytes:
@@ -76,6 +78,10 @@ def outbox_key(seq: int) -> bytes:
 
 def outbox_seq(key: bytes) -> int:
     return _SEQ.unpack(key[1:])[0]
+
+
+def pending_key(user_id: str) -> bytes:
+    return PENDING + _text(user_id)
 
 
 def meta_key(name: str) -> bytes:

@@ -128,15 +128,19 @@ class EncoderStage:
         self.totals = StageReport()
 
     def publish_outbox(self) -> int:
-        """Publish what a crash left in the outbox (identical bytes); call once at start-up."""
+        """Publish what a crash left unpublished, oldest first: the outbox (identical bytes), then
+        the users an interrupted restore changed (their current representation). Call at start-up."""
         pending = self.store.pending_outbox()
         for record in pending:
             self.publisher.send(record.topic, record.key, record.value)
         self.publisher.flush()
         self.store.clear_outbox(pending)
-        if pending:
-            log.info("published %d representations left in the outbox by an earlier run", len(pending))
-        return len(pending)
+        report = StageReport()
+        self._publish_pending(report)
+        published = len(pending) + report.published
+        if published:
+            log.info("published %d representations an earlier run left unpublished", published)
+        return published
 
     def process(self, records: Sequence[SourceRecord]) -> StageReport:
         """Reflect a micro-batch of closed-segments records in the store and on the output topic."""
@@ -189,12 +193,7 @@ class EncoderStage:
             last = chunk[-1].offset
         if not restored.records:
             return
-        batch = self.store.batch()
-        for user_id in sorted(users):
-            value = self.store.representation(self.encoder.model_version, user_id)
-            if value is not None:
-                batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
-        self._write_and_publish(batch, report)
+        self._publish_pending(report)
         elapsed = time.monotonic() - started
         log.info(
             "restored %d records of %s[%d] (offsets %d..%d) in %.1f s (%.0f records/s), %d users",
@@ -211,7 +210,21 @@ class EncoderStage:
         for name in ("encoded", "duplicates", "undecodable", "capped"):  # records count as restored
             setattr(report, name, getattr(report, name) + getattr(restored, name))
 
+    def _publish_pending(self, report: StageReport) -> None:
+        """Publish the current representation of every user marked pending, and unmark them."""
+        users = self.store.pending_users()
+        if not users:
+            return
+        batch = self.store.batch()
+        for user_id in users:
+            value = self.store.representation(self.encoder.model_version, user_id)
+            if value is not None:
+                batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
+            batch.clear_pending(user_id)
+        self._write_and_publish(batch, report)
+
     def _apply(self, records: Sequence[SourceRecord], report: StageReport, *, publish: bool) -> set[str]:
+        """Merge, encode, store; publish the changed users now, or (a restore) mark them pending."""
         windows: dict[tuple[str, int], _Window] = {}
         for record in records:
             report.records += 1
@@ -254,6 +267,8 @@ class EncoderStage:
             batch.put_representation(model_version, user_id, value)
             if publish:
                 batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
+            else:  # in the same write as the state, so a crash cannot lose the publication
+                batch.mark_pending(user_id)
         for partition, offset in _last_offsets(records).items():
             batch.set_applied_offset(self.config.segments_topic, partition, offset)
         self._write_and_publish(batch, report)

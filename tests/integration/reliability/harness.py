@@ -188,6 +188,12 @@ class Pipeline:
             if worker.alive:
                 worker.kill()
 
+    def use_new_topic(self, role: str, names: Callable[[str], str]) -> str:
+        """Point this pipeline (and workers started from now on) at a fresh topic for `role`."""
+        self.topics[role] = names(role)
+        self.env[f"MSLI_{role.upper().replace('-', '_')}_TOPIC"] = self.topics[role]
+        return self.topics[role]
+
     # --- input -------------------------------------------------------------------------------------
     def produce(self, events: Iterable[Mapping[str, Any]]) -> int:
         with EventProducer({"bootstrap.servers": self.bootstrap}, topic=self.topics["events"]) as producer:
@@ -289,6 +295,13 @@ class Pipeline:
     def store_problems(self, expected: Expected, state_dir: Path, users: set[str] | None = None) -> list[str]:
         with RocksDBVectorStore(state_dir / "store", read_only=True) as store:
             return store_differences(expected, store, self.model_version, self.rules, users)
+
+    def assert_equal_to_oracle(self, state_dir: Path) -> Expected:
+        """Compare one store and the output topic with the oracle; return the oracle's expectation."""
+        expected = self.expected()
+        problems = self.store_problems(expected, state_dir) + self.topic_problems(expected)
+        assert problems == [], f"{len(problems)} differences from the oracle, first: {problems[:10]}"
+        return expected
 
     def latest_representations(self) -> dict[str, bytes]:
         """The output topic's last record per user (what compaction keeps)."""

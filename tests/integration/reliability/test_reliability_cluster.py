@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 
-from harness import MIN, Pipeline, Worker, produce_steadily, total_applied, wait_for
+from harness import MIN, Worker, produce_steadily, total_applied, wait_for
 from oracle import Rules
 
 from streams.broker import LocalBroker
@@ -14,12 +14,6 @@ from streams.synthetic import generate
 
 RULES = Rules(window_ms=60 * MIN, lateness_ms=5_000, idle_ms=30 * MIN, max_events=8)
 STALL_SECONDS = 20
-
-
-def equal_to_oracle(pipeline: Pipeline, worker: Worker) -> None:
-    expected = pipeline.expected()
-    problems = pipeline.store_problems(expected, worker.state_dir) + pipeline.topic_problems(expected)
-    assert problems == [], f"{len(problems)} differences from the oracle, first: {problems[:10]}"
 
 
 def test_a_stalled_broker_is_waited_out_and_reported(make_pipeline, figures, tmp_path) -> None:
@@ -47,7 +41,7 @@ def test_a_stalled_broker_is_waited_out_and_reported(make_pipeline, figures, tmp
         pipeline.add_drain_events()
         pipeline.wait_drained([worker])
         assert worker.stop() == 0, worker.log()[-3000:]
-        equal_to_oracle(pipeline, worker)
+        pipeline.assert_equal_to_oracle(worker.state_dir)
     log = worker.log()
     stalls = re.findall(r"Kafka stalled: a checkpoint took ([\d.]+) s", log)
     assert stalls, log[-3000:]
@@ -89,7 +83,7 @@ def test_scale_out_and_back_ends_equal_to_the_oracle(make_pipeline, figures) -> 
     pipeline.wait_drained([first])
     assert first.alive and "Traceback" not in first.log()  # no crash, no crash loop
     assert first.stop() == 0, first.log()[-3000:]
-    equal_to_oracle(pipeline, first)
+    pipeline.assert_equal_to_oracle(first.state_dir)
     # A stopped member's store is still right for every partition it had fully applied.
     expected = pipeline.expected()
     users = pipeline.users_by_segments_partition()

@@ -7,6 +7,7 @@ import contextlib
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,29 +23,28 @@ RULES = Rules(window_ms=60 * MIN, lateness_ms=5_000, idle_ms=30 * MIN, max_event
 _RESTORED = re.compile(r"restored (\d+) records of .* in ([\d.]+) s")
 
 
-def equal_to_oracle(pipeline: Pipeline, state_dir: Path) -> None:
-    expected = pipeline.expected()
-    problems = pipeline.store_problems(expected, state_dir) + pipeline.topic_problems(expected)
-    assert problems == [], f"{len(problems)} differences from the oracle, first: {problems[:10]}"
-
-
-def test_a_deleted_store_is_rebuilt_from_kafka(make_pipeline, figures) -> None:
+def test_a_deleted_store_is_rebuilt_from_kafka(make_pipeline, figures, unique_name) -> None:
     pipeline = make_pipeline(RULES)
     pipeline.produce(generate(n_users=300, n_events=4_000, seed=21).to_dicts())
     pipeline.add_drain_events()
     worker = pipeline.start_worker("w")
     pipeline.wait_drained([worker])
     assert worker.stop() == 0
-    equal_to_oracle(pipeline, worker.state_dir)
+    pipeline.assert_equal_to_oracle(worker.state_dir)
 
     shutil.rmtree(worker.state_dir)  # the whole state directory, as a lost disk would
+    # A fresh output topic, so a publication the restore loses shows; and a crash in the middle of
+    # the restore, after its first write, to prove the restore's publications survive one.
+    pipeline.use_new_topic("representations", unique_name)
+    crashed = pipeline.start_worker("w", MSLI_CRASH_AT="store-written@1")
+    assert crashed.wait_exit(timeout=240) == -signal.SIGKILL, crashed.log()[-3000:]
     worker = pipeline.start_worker("w")
     pipeline.wait_drained([worker])  # no new records arrive: the restore must not wait for any
     assert worker.stop() == 0, worker.log()[-3000:]
-    equal_to_oracle(pipeline, worker.state_dir)
+    pipeline.assert_equal_to_oracle(worker.state_dir)
     restores = [(int(n), float(s)) for n, s in _RESTORED.findall(worker.log())]
     records, seconds = sum(n for n, _ in restores), sum(s for _, s in restores)
-    assert records == sum(len(r) for r in pipeline.read("segments").values())
+    assert 0 < records <= sum(len(r) for r in pipeline.read("segments").values())  # the crash did a chunk
     figures(
         f"cold restore: {records:,} closed-segment records in {seconds:.1f} s "
         f"({records / max(seconds, 1e-9):,.0f} records/s), {len(restores)} partitions; equal to the oracle"
@@ -117,7 +117,7 @@ def test_a_full_disk_stops_the_worker_without_committing_what_it_did_not_store(
         worker = pipeline.start_worker("w", state_dir)  # with room, or without the file-size cap
         pipeline.wait_drained([worker])
         assert worker.stop() == 0, worker.log()[-3000:]
-        equal_to_oracle(pipeline, state_dir)
+        pipeline.assert_equal_to_oracle(state_dir)
     figures(
         f"full disk ({how}): exit 1 with {output[-1][:90]!r}...; committed {offsets} <= applied+1 {applied}; "
         "after making room, state equal to the oracle"
