@@ -81,7 +81,7 @@ def test_a_crash_at_each_boundary_loses_and_doubles_nothing(make_pipeline, figur
     ("n_users", "n_events", "kills"),
     [
         pytest.param(300, 8_000, 2, id="short"),
-        pytest.param(5_000, 200_000, 6, id="full", marks=pytest.mark.slow),
+        pytest.param(5_000, 200_000, 6, id="full", marks=[pytest.mark.slow, pytest.mark.timeout(3600)]),
     ],
 )
 def test_kill_9_mid_stream_ends_equal_to_the_oracle(make_pipeline, figures, n_users, n_events, kills) -> None:

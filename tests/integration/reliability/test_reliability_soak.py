@@ -38,6 +38,7 @@ def slope_per_minute(t: np.ndarray, y: np.ndarray) -> float:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(float(os.environ.get("SOAK_SECONDS", "600")) + 1800)
 def test_soak_keeps_memory_open_segments_and_lag_bounded(make_pipeline, figures) -> None:
     seconds = float(os.environ.get("SOAK_SECONDS", "600"))
     rate = int(os.environ.get("SOAK_EVENTS_PER_SECOND", "400"))
