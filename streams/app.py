@@ -186,6 +186,7 @@ def run_worker(runtime: WorkerRuntime, monitor: Callable[[faust.App], Awaitable[
         override_logging=False,
         redirect_stdouts=False,
     )
+    worker.spinner = None  # its cursor escapes would end up in logs and pipes
 
     stopping: list[asyncio.Future] = []  # keeps the stop task referenced until it ran
 
