@@ -105,7 +105,19 @@ def worker(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def topics(ctx: click.Context) -> None:
+    """Create the topics msli uses (with their retention and compaction) if they are missing."""
+    from streams.topics import ensure_topics
+
+    settings = _settings(ctx)
+    created = ensure_topics(settings)
+    click.echo(f"created {', '.join(created)}" if created else "every topic exists")
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--synthetic", type=click.IntRange(min=1), help="Produce N generated events instead of a FILE.")
 @click.option(
     "--format", "fmt", type=click.Choice(["inter", "jsonl", "csv"]), help="Default: from the extension."
 )
@@ -124,14 +136,16 @@ def worker(ctx: click.Context) -> None:
 @click.pass_context
 def produce(
     ctx: click.Context,
-    file: Path,
+    file: Path | None,
+    synthetic: int | None,
     fmt: str | None,
     skip_bad: bool,
     no_sort: bool,
     rate: float | None,
     speedup: float | None,
 ) -> None:
-    """Produce behaviour events from a MovieLens .inter, JSONL or CSV FILE, keyed by user id.
+    """Produce behaviour events from a MovieLens .inter, JSONL or CSV FILE (or --synthetic N
+    generated ones), keyed by user id.
 
     The whole file is checked before anything is sent, so a bad row costs nothing."""
     from streams.pacing import paced_events
@@ -139,13 +153,20 @@ def produce(
     from streams.readers import EventFileReader, sort_by_event_time
 
     settings = _settings(ctx)
-    reader = EventFileReader(file, fmt, on_error="skip" if skip_bad else "raise")
-    events = list(reader)
+    if file is not None and synthetic is None:
+        reader = EventFileReader(file, fmt, on_error="skip" if skip_bad else "raise")
+        events = list(reader)
+        skipped = f", skipped {reader.rows_skipped} bad rows" if skip_bad else ""
+    elif synthetic is not None and file is None:
+        from streams.synthetic import generate
+
+        events, skipped = list(generate(n_events=synthetic)), ""
+    else:
+        raise click.UsageError("give a FILE or --synthetic N")
     if not no_sort:
         events = sort_by_event_time(events)
     with EventProducer(settings.kafka_client_config(), topic=settings.events_topic) as producer:
         producer.send_many(paced_events(events, rate=rate, speedup=speedup) if rate or speedup else events)
-    skipped = f", skipped {reader.rows_skipped} bad rows" if skip_bad else ""
     click.echo(f"produced {len(events):,} events to {settings.events_topic}{skipped}")
 
 
