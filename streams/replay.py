@@ -29,6 +29,7 @@ from streams.pacing import RateLimiter
 from streams.progress import Progress
 from streams.publisher import KafkaPublisher, producer_config
 from streams.replay_positions import Start, resolve_start
+from streams.topics import ensure_topics
 
 __all__ = ["ReplayOptions", "ReplaySummary", "replay"]
 
@@ -95,6 +96,7 @@ def _replay_segments(settings: MsliSettings, options: ReplayOptions) -> ReplaySu
     version = encoder.model_version
     topic = settings.segments_topic
     client = settings.kafka_client_config()
+    ensure_topics(settings)  # a replay may publish to a representations topic no worker has used yet
     store = RocksDBVectorStore(settings.state_dir / "store", vector_dtype=settings.vector_dtype)
     publisher = KafkaPublisher(producer_config(client))
     stage = EncoderStage(store, encoder, publisher, _stage_config(settings, encode_missing=True))

@@ -93,7 +93,9 @@ def test_every_msli_service_runs_a_real_command(compose: dict[str, Any]) -> None
             assert source.startswith(".") or source in compose["volumes"], f"{name}: volume {source}"
 
 
-def test_every_msli_variable_is_a_real_setting(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_msli_variable_is_a_real_setting(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     dockerfile_env = dict(re.findall(r"(MSLI_[A-Z_]+)=(\S+)", (DOCKER / "Dockerfile").read_text()))
     assert dockerfile_env, "the Dockerfile sets MSLI_STATE_DIR"
     for name, service in msli_services(compose).items():

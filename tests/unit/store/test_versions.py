@@ -31,12 +31,16 @@ def fill(store: RocksDBVectorStore, version: str, users: list[str], seed: int) -
     batch = store.batch()
     for user in users:
         segments = [
-            StoredSegment(user, w * 1000, w * 1000 + 1000, 0, w * 1000 + 500, 2, rng.standard_normal(8).astype("f4"))
+            StoredSegment(
+                user, w * 1000, w * 1000 + 1000, 0, w * 1000 + 500, 2, rng.standard_normal(8).astype("f4")
+            )
             for w in (3, 2, 1)
         ]
         for s in segments:
             batch.put_segment_vector(version, s)
-        batch.put_representation(version, user, codec.encode(representation_record(user, version, segments, 1e6)))
+        batch.put_representation(
+            version, user, codec.encode(representation_record(user, version, segments, 1e6))
+        )
         batch.set_applied_offset(version, "segs", 0, 10)
     store.write(batch)
 
