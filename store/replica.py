@@ -56,6 +56,10 @@ class RepresentationReader:
         self.refresh()
         return promoted_version(self.store)
 
+    def model_versions(self) -> list[str]:
+        self.refresh()
+        return self.store.model_versions()
+
     def get_bytes(self, user_id: str, model_version: str | None = None) -> tuple[str, bytes] | None:
         """(model version, UserRepresentation Avro bytes), or None if the user has none."""
         self.refresh()

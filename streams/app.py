@@ -161,12 +161,24 @@ def build_app(
     )
     segments = app.topic(settings.segments_topic, key_serializer="raw", value_serializer="raw")
     loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
+    pending: set[asyncio.Future] = set()  # keeps background tasks referenced until done
 
     @app.on_partitions_assigned.connect
     async def on_assigned(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
         assigned = args[0]  # the set of TopicPartitions faust assigned (all topics)
         owned = [tp.partition for tp in assigned if tp.topic == settings.segments_topic]
-        await asyncio.get_running_loop().run_in_executor(None, on_segments_assigned, owned)
+
+        async def catch_up() -> None:  # in the background: a rebalance must not wait for restores
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    runtime.executor, on_segments_assigned, owned
+                )
+            except Exception as exc:
+                runtime.fail(exc)
+                runtime.request_stop()
+
+        pending.add(task := asyncio.ensure_future(catch_up()))
+        task.add_done_callback(pending.discard)
 
     @app.agent(segments, name="encode-segments")
     async def encode_segments(stream: faust.StreamT) -> None:

@@ -17,6 +17,8 @@ __all__ = ["WorkerOperations"]
 
 log = logging.getLogger(__name__)
 
+_TO_THE_END = 2**62  # restores read to the partition's end (EOF)
+
 
 class WorkerOperations:
     """Started after the runtime is built and stopped before it closes."""
@@ -40,9 +42,14 @@ class WorkerOperations:
                 publish_control(self.settings, {PROMOTED: current})
 
     def on_segments_assigned(self, partitions: Iterable[int]) -> None:
-        """faust gave this worker closed-segments partitions: route their users' queries here."""
+        """faust gave this worker closed-segments partitions. Runs on the encoder's thread: first
+        bring partitions new to this process up to date (a partition that moved here may get no
+        new record for a long time), then route their users' queries here."""
+        runtime = self.metrics.runtime
         owned = set(partitions)
-        self.metrics.runtime.owned_segment_partitions = owned
+        for partition in sorted(owned - runtime.owned_segment_partitions):
+            runtime.stage.backfill(partition, _TO_THE_END)
+        runtime.owned_segment_partitions = owned
         advertise_routes(self.settings, owned)
 
     def stop(self) -> None:

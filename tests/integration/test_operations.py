@@ -1,8 +1,11 @@
 """Operating the worker on a real broker: metrics that move, a replay that equals the live run
-(byte for byte, twice), and a model upgrade that readers never notice until it is promoted."""
+(byte for byte, twice), a model upgrade that readers never notice until it is promoted, and two
+workers whose APIs answer every user from the owner of the user's partition."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import re
 import signal
@@ -14,6 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -21,6 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from encoders import SegmentBatchEncoder
 from store import open_replica
 from streams.producer import EventProducer
+from streams.routing import partition_for
 
 MSLI = str(Path(sys.executable).with_name("msli"))
 MIN = 60_000
@@ -249,7 +254,7 @@ def test_metrics_replay_and_model_upgrade(
 
     def dropped() -> bool:
         with open_replica(live_store) as reader:
-            return reader.store.model_versions() == [new]
+            return reader.model_versions() == [new]
 
     wait_for(dropped, 30, "the old model to be dropped")
 
@@ -257,3 +262,56 @@ def test_metrics_replay_and_model_upgrade(
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def get(url: str) -> tuple[int, str | None, dict | None]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.request("GET", parts.path)
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, response.getheader("Location"), json.loads(body) if body else None
+
+
+def test_queries_reach_the_owner(
+    env: dict[str, str], start: Callable, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    apis = {}
+    for name in ("a", "b"):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        mine = {**env, "MSLI_STATE_DIR": str(tmp_path / name), "MSLI_API_URL": url}
+        start(["worker"], mine)
+        start(["serve", "--port", str(port)], mine)
+        apis[name] = url
+    with EventProducer({"bootstrap.servers": kafka_bootstrap}, topic=env["MSLI_EVENTS_TOPIC"]) as producer:
+        producer.send_many(make_events())
+
+    def answered_by_owner() -> dict[str, str] | None:
+        owners = {}
+        for user in USERS:
+            try:
+                status, location, body = get(f"{apis['a']}/users/{user}")
+            except OSError:  # the API is still starting
+                return None
+            if status == 307 and location == f"{apis['b']}/users/{user}":
+                status, location, body = get(location)
+                owners[user] = "b"
+            else:
+                owners[user] = "a"
+            if status != 200 or body is None or body["user_id"] != user:
+                return None
+        return owners if set(owners.values()) == {"a", "b"} else None
+
+    owners = wait_for(answered_by_owner, 150, "both workers to own users and every query to be answered")
+    # Ownership is by partition: users of one partition share an owner.
+    by_partition: dict[int, set[str]] = {}
+    for user, owner in owners.items():
+        by_partition.setdefault(partition_for(user, 3), set()).add(owner)
+    assert all(len(o) == 1 for o in by_partition.values()), by_partition
+    # The owner answers its own users itself, and redirects the others' to them.
+    for user, owner in owners.items():
+        other = "a" if owner == "b" else "b"
+        assert get(f"{apis[owner]}/users/{user}")[0] == 200
+        assert get(f"{apis[other]}/users/{user}")[:2] == (307, f"{apis[owner]}/users/{user}")
