@@ -6,9 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from confluent_kafka import Consumer
+
 from store import promoted_version
 from streams.config import MsliSettings
 from streams.control import PROMOTED, ControlFollower, publish_control
+from streams.log_end import log_end_offsets
 from streams.metrics import MetricsServer, WorkerMetrics
 from streams.model_upgrade import ControlMirror
 from streams.routing import advertise_routes
@@ -16,8 +19,6 @@ from streams.routing import advertise_routes
 __all__ = ["WorkerOperations"]
 
 log = logging.getLogger(__name__)
-
-_TO_THE_END = 2**62  # restores read to the partition's end (EOF)
 
 
 class WorkerOperations:
@@ -28,6 +29,11 @@ class WorkerOperations:
         self.metrics = metrics
         self.metrics_server: MetricsServer | None = None
         self.follower: ControlFollower | None = None
+        self._end_probe = Consumer(
+            settings.kafka_client_config(
+                **{"group.id": f"{settings.group_id}-end-probe", "enable.partition.eof": True}
+            )
+        )
 
     def start(self) -> None:
         runtime = self.metrics.runtime
@@ -47,8 +53,11 @@ class WorkerOperations:
         new record for a long time), then route their users' queries here."""
         runtime = self.metrics.runtime
         owned = set(partitions)
-        for partition in sorted(owned - runtime.owned_segment_partitions):
-            runtime.stage.backfill(partition, _TO_THE_END)
+        new = sorted(owned - runtime.owned_segment_partitions)
+        if new:
+            ends = log_end_offsets(self._end_probe, self.settings.segments_topic, new)
+            for partition in new:
+                runtime.stage.backfill(partition, ends[partition])
         runtime.owned_segment_partitions = owned
         advertise_routes(self.settings, owned)
 
@@ -57,3 +66,4 @@ class WorkerOperations:
             self.follower.stop()
         if self.metrics_server is not None:
             self.metrics_server.close()
+        self._end_probe.close()

@@ -25,6 +25,7 @@ from store import RocksDBVectorStore, ensure_promoted
 from streams.app import WorkerRuntime, load_encoder, run_worker
 from streams.config import MsliSettings
 from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig, StageReport
+from streams.log_end import log_end_offsets
 from streams.pacing import RateLimiter
 from streams.progress import Progress
 from streams.publisher import KafkaPublisher, producer_config
@@ -114,7 +115,7 @@ def _replay_segments(settings: MsliSettings, options: ReplayOptions) -> ReplaySu
         ensure_promoted(store, version)
         stage.publish_outbox()
         starts = resolve_start(consumer, topic, options.start)
-        highs = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in starts}
+        highs = log_end_offsets(consumer, topic, starts)
         total = sum(max(0, highs[p] - s) for p, s in starts.items())
         log.info("replaying %d closed segments of %s into model %s", total, topic, version)
         consumer.assign([TopicPartition(topic, p, offset) for p, offset in starts.items()])
@@ -183,21 +184,19 @@ def _replay_events(settings: MsliSettings, options: ReplayOptions) -> ReplaySumm
     )
     runtime = WorkerRuntime(replay_settings)
     probe = Consumer(
-        {**replay_settings.kafka_client_config(), "group.id": f"{replay_settings.group_id}-probe"}
+        replay_settings.kafka_client_config(
+            **{"group.id": f"{replay_settings.group_id}-probe", "enable.partition.eof": True}
+        )
     )
-    try:
-        starts = resolve_start(probe, settings.events_topic, options.start)
-        highs = {
-            p: probe.get_watermark_offsets(TopicPartition(settings.events_topic, p), timeout=30)[1]
-            for p in starts
-        }
-    finally:
-        probe.close()
+    starts = resolve_start(probe, settings.events_topic, options.start)
+    highs = log_end_offsets(probe, settings.events_topic, starts)
     total = sum(max(0, highs[p] - s) for p, s in starts.items())
     runtime.segmenter.start_offsets = starts
     runtime.segmenter.throttle = RateLimiter(options.rate).wait
     started = time.monotonic()
     progress = Progress(f"replay {settings.events_topic}", total)
+
+    settled: list[bool] = []
 
     async def until_caught_up(_app: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -208,13 +207,29 @@ def _replay_events(settings: MsliSettings, options: ReplayOptions) -> ReplaySumm
             rate = read / max(1e-9, time.monotonic() - started)
             lag = max(0, total - read)
             progress.update_to(read, lag=lag, left=f"{lag / rate:.0f}s" if rate else "?")
-            if not options.follow and read >= total and await loop.run_in_executor(None, runtime.caught_up):
-                return
+            # Twice in a row: closed segments the segmenter just sent may not have reached Kafka.
+            if not options.follow and read >= total and await loop.run_in_executor(None, all_applied):
+                settled.append(True)
+                if len(settled) >= 2:
+                    return
+            else:
+                settled.clear()
+
+    def all_applied() -> bool:
+        """No segment open, and every closed segment on the topic reflected in the store."""
+        if runtime.segmenter.describe()["open_windows"]:
+            return False
+        version, topic = runtime.encoder.model_version, settings.segments_topic
+        ends = log_end_offsets(probe, topic)
+        return all(
+            end == 0 or runtime.store.applied_offset(version, topic, p) >= end - 1 for p, end in ends.items()
+        )
 
     try:
         run_worker(runtime, until_caught_up)
     finally:
         progress.close()
+        probe.close()
     totals = runtime.stage.totals
     return ReplaySummary(
         runtime.encoder.model_version,

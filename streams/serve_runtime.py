@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from pathlib import Path
 
 from confluent_kafka import Consumer
 
@@ -26,8 +28,17 @@ def _segment_partitions(settings: MsliSettings) -> int:
         consumer.close()
 
 
+def _wait_for_store(path: Path) -> None:
+    """An API started beside a new worker waits for the worker to create its store."""
+    if not (path / "CURRENT").exists():
+        log.info("waiting for a worker to create the store at %s", path)
+    while not (path / "CURRENT").exists():
+        time.sleep(1.0)
+
+
 def run_serve(settings: MsliSettings) -> None:
     """Serve until interrupted. Without a broker it answers every user from its own store."""
+    _wait_for_store(settings.state_dir / "store")
     reader = RepresentationReader(settings.state_dir / "store", refresh_seconds=settings.read_refresh_seconds)
     follower: ControlFollower | None = None
     routes: RouteTable | None = None
