@@ -3,22 +3,25 @@
 A custom collector reads `SegmenterStats`, the stage's `StageReport` totals, the dead-letter
 counts, the closers' watermarks and the store's size at scrape time, so the per-event loop pays
 nothing for metrics. Only the encode batch size and latency are observed as they happen, once per
-encoder call. Consumer lag asks the broker for high watermarks, at scrape time only.
+encoder call. Consumer lag asks the broker for the partitions' ends, at scrape time only.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from confluent_kafka import Consumer
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from encoders import SegmentInput
+from streams.log_end import log_end_offsets
 from streams.windowing import NO_WATERMARK
 
 if TYPE_CHECKING:
@@ -72,6 +75,15 @@ class WorkerMetrics(Collector):
             registry=self.registry,
         )
         self.registry.register(self)
+        self._probe = Consumer(
+            runtime.settings.kafka_client_config(
+                **{"group.id": f"{runtime.settings.group_id}-metrics", "enable.partition.eof": True}
+            )
+        )
+        self._probe_lock = threading.Lock()
+
+    def close(self) -> None:
+        self._probe.close()
 
     def timed(self, encoder: Encoder) -> TimedEncoder:
         return TimedEncoder(encoder, self.encode_batch_size, self.encode_seconds)
@@ -121,8 +133,11 @@ class WorkerMetrics(Collector):
             labels=["topic", "partition"],
         )
         try:
-            events_high = runtime.high_watermarks(settings.events_topic)
-            segments_high = runtime.high_watermarks(settings.segments_topic)
+            with self._probe_lock:  # scrapes may overlap; the probe consumer is not shared
+                events_high = log_end_offsets(self._probe, settings.events_topic, positions, timeout=5)
+                segments_high = log_end_offsets(
+                    self._probe, settings.segments_topic, runtime.owned_segment_partitions, timeout=5
+                )
         except Exception as exc:  # a scrape must answer even when the broker does not
             log.warning("consumer lag unavailable: %s", exc)
             return lag

