@@ -181,6 +181,8 @@ class RocksDBVectorStore:
         """model version -> partition -> highest offset of `topic` reflected under it."""
         found: dict[str, dict[int, int]] = {}
         for key, value in self._scan(keys.APPLIED):
+            if b"\x00" not in key[1:-5]:  # the first release's layout, without a model version
+                continue
             version, key_topic, partition = keys.parse_applied_key(key)
             if key_topic == topic:
                 found.setdefault(version, {})[partition] = int(_OFFSET.unpack(value)[0])

@@ -31,6 +31,8 @@ def test_backfill_covers_what_other_versions_reflect(store: RocksDBVectorStore) 
     assert backfill_targets(store, "segs", "new") == {0: 100, 2: 6}
     assert backfill_targets(store, "segs", "old") == {}
     assert backfill_targets(store, "other-topic", "new") == {}
+    store._db.put(b"Asegs\x00\x00\x00\x00\x01", b"\x00" * 8)  # a first-release key: no model version
+    assert backfill_targets(store, "segs", "new") == {0: 100, 2: 6}
 
 
 def test_mirror_promotes_only_what_the_store_holds_and_keeps_the_running_version(
