@@ -19,11 +19,13 @@ from confluent_kafka import Consumer, TopicPartition
 from mode import Service
 
 from encoders import SegmentBatchEncoder
-from store import RocksDBVectorStore
+from store import RocksDBVectorStore, ensure_promoted
 from streams.config import MsliSettings
 from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig
+from streams.metrics import WorkerMetrics
+from streams.model_upgrade import backfill_new_version
+from streams.operations import WorkerOperations
 from streams.publisher import KafkaPublisher, producer_config
-from streams.query import ACTIVE_MODEL_KEY
 from streams.segment_reader import read_partition_range
 from streams.segmenter import Segmenter
 from streams.topics import ensure_topics
@@ -49,12 +51,13 @@ class WorkerRuntime:
         ensure_topics(settings)
         self.encoder = encoder or load_encoder(settings)
         self.store = RocksDBVectorStore(settings.state_dir / "store", vector_dtype=settings.vector_dtype)
-        batch = self.store.batch()
-        batch.put_meta(ACTIVE_MODEL_KEY, self.encoder.model_version.encode())
-        self.store.write(batch)
+        # A new store serves the first model it gets; later checkpoints wait for `msli store promote`.
+        ensure_promoted(self.store, self.encoder.model_version)
+        self.owned_segment_partitions: set[int] = set()  # closed-segments partitions faust assigned
+        self.metrics = WorkerMetrics(self)
         self.stage = EncoderStage(
             self.store,
-            self.encoder,
+            self.metrics.timed(self.encoder),
             KafkaPublisher(producer_config(client)),
             StageConfig(
                 segments_topic=settings.segments_topic,
@@ -99,7 +102,10 @@ class WorkerRuntime:
             if partition in seg.closers and seg.stats.positions.get(partition, 0) < high and high > 0:
                 return False
         for partition, high in self.high_watermarks(self.settings.segments_topic).items():
-            if high > 0 and self.store.applied_offset(self.settings.segments_topic, partition) < high - 1:
+            applied = self.store.applied_offset(
+                self.encoder.model_version, self.settings.segments_topic, partition
+            )
+            if high > 0 and applied < high - 1:
                 return False
         return True
 
@@ -137,7 +143,9 @@ class SegmenterService(Service):
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
 
-def build_app(runtime: WorkerRuntime) -> faust.App:
+def build_app(
+    runtime: WorkerRuntime, on_segments_assigned: Callable[[list[int]], None] = lambda _: None
+) -> faust.App:
     settings = runtime.settings
     app = faust.App(
         f"{settings.group_id}-encoder",
@@ -153,6 +161,24 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
     )
     segments = app.topic(settings.segments_topic, key_serializer="raw", value_serializer="raw")
     loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
+    pending: set[asyncio.Future] = set()  # keeps background tasks referenced until done
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        assigned = args[0]  # the set of TopicPartitions faust assigned (all topics)
+        owned = [tp.partition for tp in assigned if tp.topic == settings.segments_topic]
+
+        async def catch_up() -> None:  # in the background: a rebalance must not wait for restores
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    runtime.executor, on_segments_assigned, owned
+                )
+            except Exception as exc:
+                runtime.fail(exc)
+                runtime.request_stop()
+
+        pending.add(task := asyncio.ensure_future(catch_up()))
+        task.add_done_callback(pending.discard)
 
     @app.agent(segments, name="encode-segments")
     async def encode_segments(stream: faust.StreamT) -> None:
@@ -177,7 +203,10 @@ def run_worker(runtime: WorkerRuntime, monitor: Callable[[faust.App], Awaitable[
     Raises the fatal error, if any, after a clean shutdown.
     """
     runtime.stage.publish_outbox()
-    app = build_app(runtime)
+    backfill_new_version(runtime.stage, runtime.settings.segments_topic)
+    operations = WorkerOperations(runtime.settings, runtime.metrics)
+    operations.start()
+    app = build_app(runtime, operations.on_segments_assigned)
     worker = faust.Worker(
         app,
         SegmenterService(runtime),
@@ -207,6 +236,7 @@ def run_worker(runtime: WorkerRuntime, monitor: Callable[[faust.App], Awaitable[
     except SystemExit:
         pass
     finally:
+        operations.stop()
         runtime.close()
     if runtime.error is not None:
         raise runtime.error
