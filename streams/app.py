@@ -15,13 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 from mode import Service
 
 from encoders import SegmentBatchEncoder
 from store import RocksDBVectorStore, ensure_promoted
 from streams.config import MsliSettings
 from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig
+from streams.log_end import log_end_offsets
 from streams.metrics import WorkerMetrics
 from streams.model_upgrade import backfill_new_version
 from streams.operations import WorkerOperations
@@ -74,8 +75,13 @@ class WorkerRuntime:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msli-encoder")
         self.error: BaseException | None = None
         self.request_stop: Callable[[], None] = lambda: None  # set by run_worker; call on the loop thread
-        self._watermarks = Consumer(
-            {**client, "group.id": f"{settings.group_id}-lag", "enable.auto.commit": False}
+        self._log_ends = Consumer(
+            {
+                **client,
+                "group.id": f"{settings.group_id}-lag",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
         )
 
     def fail(self, exc: BaseException) -> None:
@@ -84,24 +90,17 @@ class WorkerRuntime:
             self.error = exc
             log.error("stopping: %s", exc)
 
-    def high_watermarks(self, topic: str) -> dict[int, int]:
-        meta = self._watermarks.list_topics(topic, timeout=10).topics[topic]
-        return {
-            p: self._watermarks.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in meta.partitions
-        }
-
     def caught_up(self) -> bool:
         """True when every event has been read, no segment is open, and every closed segment is
         reflected in the store. (Single-worker view: the partitions this process owns.)"""
         seg = self.segmenter
         if not seg.assigned.is_set() or seg.describe()["open_windows"]:
             return False
-        events_high = self.high_watermarks(self.settings.events_topic)
-        for partition, high in events_high.items():
-            if partition in seg.closers and seg.stats.positions.get(partition, 0) < high and high > 0:
+        # True log ends, not high watermarks: the local broker reports those short of the end.
+        for partition, end in log_end_offsets(self._log_ends, self.settings.events_topic).items():
+            if partition in seg.closers and seg.stats.positions.get(partition, 0) < end and end > 0:
                 return False
-        for partition, high in self.high_watermarks(self.settings.segments_topic).items():
+        for partition, high in log_end_offsets(self._log_ends, self.settings.segments_topic).items():
             applied = self.store.applied_offset(
                 self.encoder.model_version, self.settings.segments_topic, partition
             )
@@ -111,7 +110,7 @@ class WorkerRuntime:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
-        self._watermarks.close()
+        self._log_ends.close()
         self.stage.publisher.close()
         self.store.close()
 
