@@ -34,7 +34,6 @@ __all__ = ["EncoderStage", "SourceRecord", "StageConfig", "StageReport"]
 log = logging.getLogger(__name__)
 
 _ACTION_INDEX = {name: i for i, name in enumerate(ACTIONS)}
-END_OF_LOG = 2**63 - 1  # a restore `end` meaning "up to the partition's current end"
 _REPORT_COUNTS = (
     *("records", "skipped", "restored", "duplicates"),
     *("encoded", "published", "undecodable", "capped"),
@@ -71,6 +70,9 @@ class StageConfig:
     max_events: int  # a late event joins its window's last segment only below this size
     max_segments: int = 64  # segments per user and window; new events beyond go to dead letters
     dead_letter_topic: str = "msli-dead-letters"
+    # Also encode stored segments that lack a vector of this model version (a replay re-encoding
+    # history into a new version's namespace); restores always do.
+    encode_missing: bool = False
 
 
 @dataclass
@@ -166,16 +168,13 @@ class EncoderStage:
         self.totals.add(report)
         return report
 
-    def catch_up(self, partitions: Iterable[int]) -> StageReport:
-        """Restore each partition from the store's applied offset to the current end of its log.
-
-        Called when partitions are assigned: a new owner, or a worker whose store was deleted, must
-        hold the state (and answer queries) now, not when the partition's next record arrives.
-        """
+    def backfill(self, partition: int, end: int) -> StageReport:
+        """Reflect closed-segments[partition] below offset `end` under this model version: how a
+        worker started with a new checkpoint fills the new namespace, without re-segmenting."""
         report = StageReport()
-        if self.restorer is not None:
-            for partition in partitions:
-                self._restore(partition, self._applied_offset(partition) + 1, END_OF_LOG, report)
+        start = self._applied_offset(partition) + 1
+        if self.restorer is not None and end > start:
+            self._restore(partition, start, end, report)
         self.totals.add(report)
         return report
 
@@ -247,6 +246,8 @@ class EncoderStage:
                 self._dead_letter(
                     record, "segment-cap", f"window has {self.config.max_segments} segments already"
                 )
+        if self.config.encode_missing or not publish:
+            self._mark_missing_vectors(windows)
 
         changed = [(key, o) for key, w in windows.items() for o in sorted(w.dirty)]
         vectors = self._encode([windows[key].segments[o] for key, o in changed])
@@ -270,7 +271,7 @@ class EncoderStage:
             else:  # in the same write as the state, so a crash cannot lose the publication
                 batch.mark_pending(user_id)
         for partition, offset in _last_offsets(records).items():
-            batch.set_applied_offset(self.config.segments_topic, partition, offset)
+            batch.set_applied_offset(model_version, self.config.segments_topic, partition, offset)
         self._write_and_publish(batch, report)
         for partition, offset in _last_offsets(records).items():
             self._applied[partition] = offset
@@ -342,6 +343,13 @@ class EncoderStage:
             window.dirty.add(ordinal)
         return "merged"
 
+    def _mark_missing_vectors(self, windows: dict[tuple[str, int], _Window]) -> None:
+        version = self.encoder.model_version
+        for (user_id, window_start), window in windows.items():
+            for ordinal in window.segments:
+                if not self.store.has_segment_vector(version, user_id, window_start, ordinal):
+                    window.dirty.add(ordinal)
+
     def _load_window(self, user_id: str, window_start: int) -> _Window:
         stored = self.store.window_segment_events(user_id, window_start)
         return _Window({ordinal: self.codec.decode(value) for ordinal, value in stored})
@@ -364,7 +372,9 @@ class EncoderStage:
 
     def _applied_offset(self, partition: int) -> int:
         if partition not in self._applied:
-            self._applied[partition] = self.store.applied_offset(self.config.segments_topic, partition)
+            self._applied[partition] = self.store.applied_offset(
+                self.encoder.model_version, self.config.segments_topic, partition
+            )
         return self._applied[partition]
 
 

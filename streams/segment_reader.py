@@ -27,11 +27,9 @@ def read_partition_range(
 ) -> Iterator[list[SourceRecord]]:
     """Yield records of topic[partition] with start <= offset < end, in chunks, oldest first.
 
-    The read stops at `end` (None: no limit) or at the end of the log as it is now, whichever
-    comes first. The end
-    of the log is where the consumer reports partition EOF, not the high watermark from a
-    ListOffsets request: the local broker answers that with the last batch's first offset + 1, which
-    would cut a restore short. Records that retention already deleted are simply absent.
+    The read stops at `end` (None: no limit) or at the end of the log as it is now (EOF), whichever
+    comes first; not at the high watermark, which the local broker (Tansu) under-reports after
+    multi-record batches. Records that retention already deleted are simply absent.
     """
     consumer = Consumer(
         {

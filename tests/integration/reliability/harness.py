@@ -253,7 +253,8 @@ class Pipeline:
         """The store's applied closed-segments offset per partition (-1: none), read while it runs."""
         try:
             with RocksDBVectorStore(state_dir / "store", read_only=True) as store:
-                return {p: store.applied_offset(self.topics["segments"], p) for p in range(self.partitions)}
+                topic = self.topics["segments"]
+                return {p: store.applied_offset(self.model_version, topic, p) for p in range(self.partitions)}
         except StoreError:
             return {p: -1 for p in range(self.partitions)}
 
