@@ -29,8 +29,8 @@ __all__ = ["BOUNDARIES", "crash_point"]
 BOUNDARIES = ("segments-published", "checkpoint-committed", "encoded", "store-written", "published")
 
 _name, _, _nth = os.environ.get("MSLI_CRASH_AT", "").partition("@")
-if _name and _name not in BOUNDARIES:
-    raise ConfigError(f"MSLI_CRASH_AT={_name!r} names no boundary; known: {', '.join(BOUNDARIES)}")
+if _name and (_name not in BOUNDARIES or not (_nth or "1").isdigit()):
+    raise ConfigError(f"MSLI_CRASH_AT must be BOUNDARY[@N], BOUNDARY one of {', '.join(BOUNDARIES)}")
 _remaining = int(_nth or 1) if _name else 0
 
 

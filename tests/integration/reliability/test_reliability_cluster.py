@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
 from harness import MIN, Worker, produce_steadily, total_applied, wait_for
 from oracle import Rules
 
@@ -20,10 +21,10 @@ def test_a_stalled_broker_is_waited_out_and_reported(make_pipeline, figures, tmp
     # A broker of its own: freezing the shared one would stall every other test.
     with LocalBroker(log_path=tmp_path / "stalled-broker.log") as broker:
         pipeline = make_pipeline(RULES, bootstrap=broker.bootstrap_servers)
-        events = generate(n_users=200, n_events=3_000, seed=31).to_dicts()
+        events = generate(n_users=200, n_events=2_000, seed=31).to_dicts()
         worker = pipeline.start_worker("w")
         pipeline.wait_assigned(worker)
-        producer = produce_steadily(pipeline, events, seconds=STALL_SECONDS + 6)
+        producer = produce_steadily(pipeline, events, seconds=STALL_SECONDS + 4)
         wait_for(lambda: total_applied(pipeline, worker.state_dir) > 0, 120, "first progress")
         with broker.paused():
             time.sleep(STALL_SECONDS)
@@ -53,51 +54,56 @@ def test_a_stalled_broker_is_waited_out_and_reported(make_pipeline, figures, tmp
     )
 
 
-def test_scale_out_and_back_ends_equal_to_the_oracle(make_pipeline, figures) -> None:
+@pytest.mark.parametrize(
+    ("added", "n_events"),
+    [pytest.param(1, 4_000, id="short"), pytest.param(2, 12_000, id="full", marks=pytest.mark.slow)],
+)
+def test_scale_out_and_back_ends_equal_to_the_oracle(make_pipeline, figures, added, n_events) -> None:
+    """One worker; `added` more join while events flow; then the last one is SIGKILLed and (full
+    run) the one before it stops cleanly; the first ends alone, owning everything."""
     pipeline = make_pipeline(RULES, partitions=6)
-    events = generate(n_users=400, n_events=6_000, seed=41).to_dicts()
+    events = generate(n_users=400, n_events=n_events, seed=41).to_dicts()
     first = pipeline.start_worker("w1")
     pipeline.wait_assigned(first)
-    producer = produce_steadily(pipeline, events, seconds=30)
+    producer = produce_steadily(pipeline, events, seconds=10 + 10 * added)
     time.sleep(3)
     grown = time.time()
-    second, third = pipeline.start_worker("w2"), pipeline.start_worker("w3")
-    for w in (second, third):
+    joined = [pipeline.start_worker(f"w{2 + k}") for k in range(added)]
+    for w in joined:
         pipeline.wait_assigned(w)
     wait_for(lambda: first.logged_at("revoked "), 120, "w1 to give partitions up")
-    scale_out_s = max(max(w.logged_at("assigned ")) for w in (second, third)) - grown
+    scale_out_s = max(max(w.logged_at("assigned ")) for w in joined) - grown
     time.sleep(4)
-    assert second.stop() == 0, second.log()[-3000:]  # leaves the group cleanly
-    time.sleep(1)
+    *stopped, killed_worker = joined
+    for w in stopped:
+        assert w.stop() == 0, w.log()[-3000:]  # leaves the group cleanly
+        time.sleep(1)
     killed = time.time()
-    third.kill()
+    killed_worker.kill()
     # The survivor owns every partition again once the group notices the dead member.
-    wait_for(
-        lambda: [t for t in first.logged_at(r"assigned .*\[0,1,2,3,4,5\]") if t > killed],
-        120,
-        "w1 to own all",
-    )
-    back_s = max(first.logged_at(r"assigned .*\[0,1,2,3,4,5\]")) - killed
+    everything = r"assigned .*\[0,1,2,3,4,5\]"
+    wait_for(lambda: [t for t in first.logged_at(everything) if t > killed], 120, "w1 to own all")
+    back_s = max(first.logged_at(everything)) - killed
     producer.join(timeout=300)
     pipeline.add_drain_events()
     pipeline.wait_drained([first])
     assert first.alive and "Traceback" not in first.log()  # no crash, no crash loop
     assert first.stop() == 0, first.log()[-3000:]
-    pipeline.assert_equal_to_oracle(first.state_dir)
-    # A stopped member's store is still right for every partition it had fully applied.
-    expected = pipeline.expected()
+    expected = pipeline.assert_equal_to_oracle(first.state_dir)
+    # A member that left still holds the right state for every partition it had fully applied.
     users = pipeline.users_by_segments_partition()
     ends = pipeline.log_ends("segments")
-    for w in (second, third):
+    for w in joined:
         applied = pipeline.applied(w.state_dir)
         done = set().union(*(users[p] for p in users if applied[p] >= ends[p] - 1))
         if done:
             assert pipeline.store_problems(expected, w.state_dir, done) == []
     pauses = _pauses(first)
+    how = "one SIGTERM, one SIGKILL" if stopped else "SIGKILL"
     figures(
-        f"1 -> 3 workers: new members had partitions {scale_out_s:.1f} s after start (process start "
-        f"included); back to 1 (one SIGTERM, one SIGKILL): survivor owned all partitions {back_s:.1f} s "
-        f"after the kill; survivor's revoke-to-assign pauses {', '.join(f'{p:.1f}' for p in pauses)} s; "
+        f"1 -> {1 + added} workers: new members had partitions {scale_out_s:.1f} s after start (process "
+        f"start included); back to 1 ({how}): survivor owned all partitions {back_s:.1f} s after the "
+        f"kill; survivor's revoke-to-assign pauses {', '.join(f'{p:.1f}' for p in pauses)} s; "
         "state equal to the oracle"
     )
 

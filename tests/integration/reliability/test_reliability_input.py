@@ -175,7 +175,7 @@ def poison_pills(
 
 @pytest.mark.parametrize(
     ("n_events", "measure"),
-    [pytest.param(8_000, False, id="short"), pytest.param(60_000, True, id="full", marks=pytest.mark.slow)],
+    [pytest.param(8_000, False, id="short"), pytest.param(100_000, True, id="full", marks=pytest.mark.slow)],
 )
 def test_poison_pills_are_dead_lettered_and_cost_no_valid_event(
     make_pipeline, figures, n_events, measure
@@ -250,7 +250,7 @@ def segmenter_seconds(pipeline: Pipeline, records: list, events: list[dict[str, 
     pipeline.produce_raw(records)
     pipeline.last_event_ms = max(e["event_time_ms"] for e in events)
     pipeline.add_drain_events()
-    worker = pipeline.start_worker("timed")
+    worker = pipeline.start_worker("timed", MSLI_COMMIT_INTERVAL_SECONDS="0.2")  # finer end time
     assigned_at = worker.started + pipeline.wait_assigned(worker)
     wait_for(pipeline.segmenter_done, 600, "the segmenter to read everything", every=0.25)
     seconds = time.time() - assigned_at
