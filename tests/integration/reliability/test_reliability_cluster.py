@@ -4,7 +4,9 @@ grows and shrinks (one member stopped cleanly, one SIGKILLed) ends equal to the 
 from __future__ import annotations
 
 import re
+import socket
 import time
+import urllib.request
 
 import pytest
 from harness import MIN, Worker, produce_steadily, total_applied, wait_for
@@ -22,7 +24,8 @@ def test_a_stalled_broker_is_waited_out_and_reported(make_pipeline, figures, tmp
     with LocalBroker(log_path=tmp_path / "stalled-broker.log") as broker:
         pipeline = make_pipeline(RULES, bootstrap=broker.bootstrap_servers)
         events = generate(n_users=200, n_events=2_000, seed=31).to_dicts()
-        worker = pipeline.start_worker("w")
+        port = _free_port()
+        worker = pipeline.start_worker("w", MSLI_METRICS_PORT=str(port))
         pipeline.wait_assigned(worker)
         producer = produce_steadily(pipeline, events, seconds=STALL_SECONDS + 4)
         wait_for(lambda: total_applied(pipeline, worker.state_dir) > 0, 120, "first progress")
@@ -38,6 +41,7 @@ def test_a_stalled_broker_is_waited_out_and_reported(make_pipeline, figures, tmp
             0.25,
         )
         resume_s = time.monotonic() - resumed
+        metrics = wait_for(lambda: _stalls_metric(port), 60, "the stall in /metrics")
         producer.join(timeout=300)
         pipeline.add_drain_events()
         pipeline.wait_drained([worker])
@@ -47,7 +51,8 @@ def test_a_stalled_broker_is_waited_out_and_reported(make_pipeline, figures, tmp
     stalls = re.findall(r"Kafka stalled: a checkpoint took ([\d.]+) s", log)
     assert stalls, log[-3000:]
     counted = [int(n) for n in re.findall(r"(\d+) stalls", log)]
-    assert counted and counted[-1] >= 1  # the status line (the worker's metrics) counts it
+    assert counted and counted[-1] >= 1  # the status line counts it, and so does /metrics:
+    assert metrics["msli_kafka_stalls_total"] >= 1 and metrics["msli_kafka_stalled_seconds_total"] > 5
     figures(
         f"broker frozen {STALL_SECONDS} s (SIGSTOP): worker alive, logged stalls of {', '.join(stalls)} s; "
         f"store progress {resume_s:.1f} s after SIGCONT; state equal to the oracle"
@@ -106,6 +111,20 @@ def test_scale_out_and_back_ends_equal_to_the_oracle(make_pipeline, figures, add
         f"kill; survivor's revoke-to-assign pauses {', '.join(f'{p:.1f}' for p in pauses)} s; "
         "state equal to the oracle"
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stalls_metric(port: int) -> dict[str, float] | None:
+    """The worker's /metrics once it counts a stall; None before."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = {m[0]: float(m[1]) for m in re.findall(r"^(msli_kafka_\S+) (\S+)$", text, re.MULTILINE)}
+    return found if found.get("msli_kafka_stalls_total", 0) >= 1 else None
 
 
 def _pauses(worker: Worker) -> list[float]:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 from harness import MIN, Pipeline
 from oracle import Rules
@@ -23,9 +24,15 @@ RULES = Rules(window_ms=60 * MIN, lateness_ms=5_000, idle_ms=30 * MIN, max_event
 _RESTORED = re.compile(r"restored (\d+) records of .* in ([\d.]+) s")
 
 
-def test_a_deleted_store_is_rebuilt_from_kafka(make_pipeline, figures, unique_name) -> None:
+@pytest.mark.parametrize(
+    ("n_users", "n_events"),
+    [pytest.param(300, 4_000, id="short"), pytest.param(5_000, 100_000, id="full", marks=pytest.mark.slow)],
+)
+def test_a_deleted_store_is_rebuilt_from_kafka(
+    make_pipeline, figures, unique_name, n_users, n_events
+) -> None:
     pipeline = make_pipeline(RULES)
-    pipeline.produce(generate(n_users=300, n_events=4_000, seed=21).to_dicts())
+    pipeline.produce(generate(n_users=n_users, n_events=n_events, seed=21).to_dicts())
     pipeline.add_drain_events()
     worker = pipeline.start_worker("w")
     pipeline.wait_drained([worker])
