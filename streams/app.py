@@ -21,6 +21,7 @@ from mode import Service
 from encoders import SegmentBatchEncoder
 from store import RocksDBVectorStore
 from streams.config import MsliSettings
+from streams.encoder_fit import EncoderFitError, check_encoder_fits
 from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig
 from streams.publisher import KafkaPublisher, producer_config
 from streams.query import ACTIVE_MODEL_KEY
@@ -49,6 +50,12 @@ class WorkerRuntime:
         ensure_topics(settings)
         self.encoder = encoder or load_encoder(settings)
         self.store = RocksDBVectorStore(settings.state_dir / "store", vector_dtype=settings.vector_dtype)
+        try:
+            for warning in check_encoder_fits(self.encoder, settings, self.store):
+                log.warning("%s", warning)
+        except EncoderFitError:
+            self.store.close()
+            raise
         batch = self.store.batch()
         batch.put_meta(ACTIVE_MODEL_KEY, self.encoder.model_version.encode())
         self.store.write(batch)
