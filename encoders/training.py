@@ -54,16 +54,17 @@ class TrainingConfig:
     dim: int = 64  # encoder width and item-embedding size
     n_layers: int = 2  # transformer blocks
     n_heads: int = 2  # attention heads
-    dropout: float = 0.2  # dropout while training
+    dropout: float = 0.3  # dropout while training
     # std of the item embeddings' initialisation, above the encoder's 0.02: with 0.02 (or 0.1) training
     # sits at the popularity solution for several epochs before item identity starts to count
     item_init_std: float = 0.3
     history_max_events: int = 200  # the full-history reference reads this many latest events (multiple of 8)
     history_samples_per_user: int = 8  # history objective: targets drawn per user per epoch
     epochs: int = 40  # at most; early stopping usually ends sooner
-    patience: int = 4  # epochs without a better validation NDCG@10 before stopping
-    lr: float = 2e-3  # Adam learning rate
-    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    patience: int = 8  # epochs without a better validation NDCG@10 before stopping
+    lr: float = 5e-3  # AdamW learning rate of the first epoch
+    lr_decay: float = 0.9  # the learning rate is multiplied by this after every epoch
+    weight_decay: float = 0.05  # AdamW decoupled weight decay
     users_per_batch: int = 16  # users per optimiser step (all of their states and targets)
     seed: int = 0  # weights, dropout and shuffling
     # torch threads on CPU. One is bit-reproducible; with two, 2 of 8 seeded runs differed
@@ -74,7 +75,7 @@ class TrainingConfig:
     @classmethod
     def quick(cls, **changes: Any) -> TrainingConfig:
         """A small model and few epochs: for tests and `msli demo` on two CPU cores."""
-        return replace(cls(dim=32, n_layers=1, epochs=8, patience=2, lr=3e-3), **changes)
+        return replace(cls(dim=32, n_layers=1, epochs=8, patience=3), **changes)
 
     def encoder_config(self, n_item_rows: int, max_events: int) -> SegmentEncoderConfig:
         """The encoder's shape: max_events rounded up to a multiple of 8 (the inference ladder's unit)."""
@@ -171,11 +172,15 @@ def train(
         run = _Run(log, config, model, device, k, half_life_ms)
         result = TrainedModel(model, config, targets=run.targets)
         optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # Without decay, validation NDCG@10 swung between 0.028 and 0.043 from epoch to epoch on
+        # MovieLens (measured), so early stopping picked a lucky epoch rather than a better model.
+        schedule = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=config.lr_decay)
         rng = np.random.default_rng(config.seed)
         best_state, best_ndcg, stale = copy.deepcopy(model.state_dict()), -1.0, 0
         for epoch in range(1, config.epochs + 1):
             epoch_started = time.monotonic()
             loss = run.epoch(optimiser, rng, on_step)
+            schedule.step()
             hr, ndcg = run.validate()
             report = EpochReport(epoch, loss, ndcg, hr, time.monotonic() - epoch_started)
             result.epochs.append(report)
