@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from encoders.inference import SegmentInput, segment_arrays
-from encoders.model import N_TIME_FEATURES, SegmentEncoderConfig
+from encoders.inference import SegmentInput, pad_segments, segment_arrays
+from encoders.model import SegmentEncoderConfig
 from encoders.objectives import recency_log_weights
 from encoders.segmented_log import SegmentedLog, UserState
 from encoders.vocab import ItemVocabulary
@@ -88,17 +88,8 @@ class SegmentExamples:
 
 
 def pad_arrays(arrays: Sequence[SegmentArrays], device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Stack segments into (B, T) tensors (T the longest), real events first: the model's inputs."""
-    length = max(len(rows) for rows, _, _ in arrays)
-    B = len(arrays)
-    items = np.zeros((B, length), dtype=np.int64)
-    actions = np.zeros((B, length), dtype=np.int64)
-    features = np.zeros((B, length, N_TIME_FEATURES), dtype=np.float32)
-    mask = np.zeros((B, length), dtype=np.bool_)
-    for r, (rows, acts, feats) in enumerate(arrays):
-        n = len(rows)
-        items[r, :n], actions[r, :n], features[r, :n], mask[r, :n] = rows, acts, feats, True
-    return tuple(torch.from_numpy(a).to(device) for a in (items, actions, features, mask))
+    """Stack segments into (B, T) model inputs, T the longest of them (training need not bucket)."""
+    return pad_segments(arrays, max(len(rows) for rows, _, _ in arrays), device)
 
 
 def state_tensors(

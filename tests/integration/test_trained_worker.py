@@ -21,6 +21,7 @@ from streams.synthetic import generate
 from streams.windowing import SegmentationConfig
 
 MSLI = str(Path(sys.executable).with_name("msli"))
+_TOPICS = ("events", "segments", "representations", "dead_letter", "checkpoints")
 RULES = SegmentationConfig(window_ms=600_000, allowed_lateness_ms=30_000, user_idle_ms=300_000, max_events=8)
 
 
@@ -33,12 +34,8 @@ def test_worker_stamps_the_trained_version_and_refuses_another_dimension(
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSLI_")}
     env.update(
         {
+            **{f"MSLI_{role.upper()}_TOPIC": unique_name(role) for role in _TOPICS},
             "MSLI_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "MSLI_EVENTS_TOPIC": unique_name("events"),
-            "MSLI_SEGMENTS_TOPIC": unique_name("segments"),
-            "MSLI_REPRESENTATIONS_TOPIC": unique_name("representations"),
-            "MSLI_DEAD_LETTER_TOPIC": unique_name("dead-letters"),
-            "MSLI_CHECKPOINTS_TOPIC": unique_name("checkpoints"),
             "MSLI_GROUP_ID": unique_name("group"),
             "MSLI_STATE_DIR": str(tmp_path / "state"),
             "MSLI_TOPIC_PARTITIONS": "1",
