@@ -175,20 +175,16 @@ def evaluate_checkpoint(
     return evaluate(log, encoder, history, k, half_life_ms, vector_dtype, on_stage=stage, timing=timing)
 
 
-def export_items(
-    checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], item_ids: Sequence[str] | None = None
-) -> tuple[int, str]:
+def export_items(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> tuple[int, str]:
     """Write the candidate item vectors a ranker scores with; (items written, model version).
 
     `.npz`: arrays item_ids, vectors (n, d) float32 and model_version. `.jsonl`: a header line
     {"model_version", "dim", "items"}, then one {"item_id", "vector"} per item.
     """
     encoder = SegmentBatchEncoder.load(checkpoint, device="cpu")
-    ids = list(item_ids) if item_ids is not None else list(encoder.vocab.items or ())
+    ids = list(encoder.vocab.items or ())
     if not ids:
-        raise EncoderError(
-            f"{checkpoint} has a hashing vocabulary, which lists no items: name them with --items"
-        )
+        raise EncoderError(f"{checkpoint} hashes item ids: it has no item list to export (train one)")
     vectors = encoder.item_vectors(ids)
     path = Path(out)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -66,6 +65,9 @@ class TrainingConfig:
     lr_decay: float = 0.9  # the learning rate is multiplied by this after every epoch
     weight_decay: float = 0.05  # AdamW decoupled weight decay
     users_per_batch: int = 16  # users per optimiser step (all of their states and targets)
+    # segments objective: weigh each user's targets by 1/their number, so that every user counts
+    # once (as in the evaluation) rather than the few with hundreds of events dominating
+    balance_users: bool = True
     seed: int = 0  # weights, dropout and shuffling
     # torch threads on CPU. One is bit-reproducible; with two, 2 of 8 seeded runs differed
     # (MKL and OpenMP reductions vary with load), and on a busy 2-core machine one was as fast.
@@ -176,7 +178,7 @@ def train(
         # MovieLens (measured), so early stopping picked a lucky epoch rather than a better model.
         schedule = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=config.lr_decay)
         rng = np.random.default_rng(config.seed)
-        best_state, best_ndcg, stale = copy.deepcopy(model.state_dict()), -1.0, 0
+        best_state, best_ndcg = copy.deepcopy(model.state_dict()), -1.0
         for epoch in range(1, config.epochs + 1):
             epoch_started = time.monotonic()
             loss = run.epoch(optimiser, rng, on_step)
@@ -187,16 +189,9 @@ def train(
             if on_epoch is not None:
                 on_epoch(report)
             if ndcg > best_ndcg:
-                best_state, best_ndcg, stale, result.best_epoch = (
-                    copy.deepcopy(model.state_dict()),
-                    ndcg,
-                    0,
-                    epoch,
-                )
-            else:
-                stale += 1
-                if stale >= config.patience:
-                    break
+                best_state, best_ndcg, result.best_epoch = copy.deepcopy(model.state_dict()), ndcg, epoch
+            elif epoch - result.best_epoch >= config.patience:
+                break
     model.load_state_dict(best_state)
     result.model = model.to("cpu").eval()
     result.seconds = time.monotonic() - started
@@ -262,6 +257,15 @@ class _Run:
             logits = self._state_logits(states)  # (S, N)
             state_of = np.concatenate([np.full(len(s.targets), i) for i, s in enumerate(states)])
             targets = np.concatenate([s.targets for s in states])
+            if self.config.balance_users:
+                # Each user counts once, as in the evaluation, however many events they have.
+                per_user = self.examples.user_targets
+                weights = np.concatenate(
+                    [np.full(len(s.targets), 1.0 / per_user[s.state.user]) for s in states]
+                )
+                nll = -self._log_probs(logits, state_of, targets)
+                users_in_batch = len({s.state.user for s in states})
+                return (nll * torch.from_numpy(weights).to(nll)).sum(), users_in_batch
         else:
             samples = []
             for u in users:
@@ -273,11 +277,14 @@ class _Run:
             logits = self._history_logits(samples)  # (S, N)
             state_of = np.arange(len(samples))
             targets = np.array([self.log.event_item[p] for _, p in samples]) - FIRST_ITEM_ROW
+        return -self._log_probs(logits, state_of, targets).sum(), len(targets)
+
+    def _log_probs(self, logits: torch.Tensor, state_of: np.ndarray, targets: np.ndarray) -> torch.Tensor:
+        """log p(target) under a softmax over all items, one per target; (T,)."""
         log_probs = F.log_softmax(logits.float(), dim=-1)  # (S, N)
-        picked = log_probs[
+        return log_probs[
             torch.from_numpy(state_of).to(self.device), torch.from_numpy(targets).to(self.device)
         ]
-        return -picked.sum(), len(targets)
 
     def _items(self) -> torch.Tensor:
         return self.model.item_emb.weight[FIRST_ITEM_ROW:]  # (N, d) candidate vectors
@@ -300,30 +307,24 @@ class _Run:
     def validate(self) -> tuple[float, float]:
         """(HR@10, NDCG@10) on the validation events, ranking all items without removing rated ones."""
         self.model.eval()
-        ranks = []
+        ranks: list[int] = []
         with self.autocast():
-            if self.config.objective == "segments":
-                present = [s for s in self.valid_states if s is not None]
-                scores = (
-                    np.concatenate(
-                        [
-                            self._state_logits(present[i : i + 256]).float().cpu().numpy()
-                            for i in range(0, len(present), 256)
-                        ]
-                    )
-                    if present
-                    else np.zeros((0, 0))
-                )
-                ranks = [
-                    rank_of_target(row, int(s.targets[0])) for row, s in zip(scores, present, strict=True)
-                ]
-                # A user without a closed segment gets no representation: the worst rank, not a skip.
-                ranks += [len(self.log.vocab.items or ())] * (len(self.valid_states) - len(present))
-            else:
-                for i in range(0, len(self.valid), 128):
-                    chunk = self.valid[i : i + 128]
-                    scores = self._history_logits(chunk).float().cpu().numpy()
-                    for row, (_, p) in zip(scores, chunk, strict=True):
-                        ranks.append(rank_of_target(row, int(self.log.event_item[p]) - FIRST_ITEM_ROW))
+            for start in range(0, len(self.valid), 256):
+                ranks += self._valid_ranks(start, start + 256)
         m = ranking_metrics(ranks, 10)
-        return m.hr, m.ndcg if math.isfinite(m.ndcg) else 0.0
+        return m.hr, m.ndcg
+
+    def _valid_ranks(self, start: int, stop: int) -> list[int]:
+        if self.config.objective == "history":
+            chunk = self.valid[start:stop]
+            targets = [int(self.log.event_item[p]) - FIRST_ITEM_ROW for _, p in chunk]
+            scores = self._history_logits(chunk).float().cpu().numpy()
+            return [rank_of_target(row, t) for row, t in zip(scores, targets, strict=True)]
+        states = self.valid_states[start:stop]
+        present = [s for s in states if s is not None]
+        scores = self._state_logits(present).float().cpu().numpy() if present else np.zeros((0, 0))
+        by_state = iter(
+            rank_of_target(row, int(s.targets[0])) for row, s in zip(scores, present, strict=True)
+        )
+        # A user without a closed segment has no representation yet: counted as a miss.
+        return [len(self.log.vocab.items or ()) if s is None else next(by_state) for s in states]

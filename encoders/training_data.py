@@ -60,6 +60,7 @@ class SegmentExamples:
             segment_arrays(s.events, log.vocab, config, i) for i, s in enumerate(log.segments)
         ]
         self.by_user: list[list[ScoredState]] = []
+        self.user_targets: list[int] = []  # training targets per user (those with a state)
         self.targets = 0
         for user in range(len(log.users)):
             train, _, _ = log.split_positions(user)
@@ -73,7 +74,8 @@ class SegmentExamples:
                 for n, items in sorted(by_state.items())
             ]
             self.by_user.append(states)
-            self.targets += sum(len(items) for items in by_state.values())
+            self.user_targets.append(sum(len(items) for items in by_state.values()))
+            self.targets += self.user_targets[-1]
 
     def holdout(self, which: str) -> list[ScoredState | None]:
         """One state per validation or test event (None where the user has no closed segment yet)."""

@@ -174,6 +174,12 @@ def query(ctx: click.Context, user_id: str, as_json: bool, model_version: str | 
 )
 @click.option("--layers", type=click.IntRange(1), help="Transformer blocks.")
 @click.option("--heads", type=click.IntRange(1), help="Attention heads.")
+@click.option(
+    "--history-events",
+    "history_max_events",
+    type=click.IntRange(8),
+    help="--objective history: read this many latest events (a multiple of 8; default 200).",
+)
 @click.option("--seed", type=int, help="Seed of weights, dropout and shuffling (default 0).")
 @click.pass_context
 def train(ctx: click.Context, events_file: Path, out_dir: Path, quick: bool, **options: Any) -> None:

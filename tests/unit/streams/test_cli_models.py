@@ -86,4 +86,4 @@ def test_user_errors_are_one_line(events_file, checkpoints, tmp_path, capsys):
     assert run(["export-items", str(tmp_path / "items.csv"), "--checkpoint", str(segments)]) == 1
     assert "name the output .npz or .jsonl" in capsys.readouterr().err
     assert run(["export-items", str(tmp_path / "x.npz"), "--checkpoint", str(untrained)]) == 1
-    assert "hashing vocabulary" in capsys.readouterr().err
+    assert "no item list to export" in capsys.readouterr().err
