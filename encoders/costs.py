@@ -40,12 +40,18 @@ def one_core() -> Iterator[None]:
 
 
 def per_call_seconds(fn: Callable[[], Any], min_seconds: float = 0.2, repeats: int = 5) -> float:
-    """Median over `repeats` runs of the mean time per call, each run lasting about min_seconds."""
+    """Median over `repeats` runs of the mean time per call, each run lasting about min_seconds.
+
+    The calls per run are sized from the fastest of a few single calls, so that one call slowed by
+    another process cannot shrink the runs to a few calls each, where every preemption would show.
+    """
     fn()  # warm up caches and lazy initialisation
-    start = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-7)
-    calls = max(1, int(min_seconds / once))
+    singles = []
+    for _ in range(5):
+        start = time.perf_counter()
+        fn()
+        singles.append(time.perf_counter() - start)
+    calls = max(1, int(min_seconds / max(min(singles), 1e-7)))
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()

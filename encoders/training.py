@@ -65,8 +65,9 @@ class TrainingConfig:
     lr_decay: float = 0.9  # the learning rate is multiplied by this after every epoch
     weight_decay: float = 0.05  # AdamW decoupled weight decay
     users_per_batch: int = 16  # users per optimiser step (all of their states and targets)
-    # segments objective: weigh each user's targets by 1/their number, so that every user counts
-    # once (as in the evaluation) rather than the few with hundreds of events dominating
+    # segments objective: weigh each user's targets by 1/their number, so that every user counts once
+    # (as in the evaluation) rather than the few with hundreds of events dominating. On MovieLens at
+    # 8 events per segment it made no difference beyond noise (validation NDCG@10 0.039, 0.043 without)
     balance_users: bool = True
     seed: int = 0  # weights, dropout and shuffling
     # torch threads on CPU. One is bit-reproducible; with two, 2 of 8 seeded runs differed
