@@ -156,7 +156,13 @@ def query(ctx: click.Context, user_id: str, as_json: bool, model_version: str | 
 
 @cli.command()
 @click.argument("events_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Checkpoint directory to write.",
+)
 @click.option("--quick", is_flag=True, help="A small model and few epochs (tests, demos).")
 @click.option(
     "--epochs", type=click.IntRange(1), help="At most this many epochs (early stopping may end sooner)."
@@ -178,7 +184,7 @@ def query(ctx: click.Context, user_id: str, as_json: bool, model_version: str | 
     "--history-events",
     "history_max_events",
     type=click.IntRange(8),
-    help="--objective history: read this many latest events (a multiple of 8; default 200).",
+    help="--objective history: read this many latest events (rounded up to a multiple of 8; default 200).",
 )
 @click.option("--seed", type=int, help="Seed of weights, dropout and shuffling (default 0).")
 @click.pass_context
