@@ -2,18 +2,26 @@
 
 from store.errors import StoreError
 from store.options import RocksDBOptions
+from store.replica import RepresentationReader, open_replica
 from store.store import OutboxRecord, RocksDBVectorStore, StoreBatch, StoredSegment, segment_id
 from store.vector_codec import decode_vector, encode_vector, quantize
+from store.versions import drop_version, ensure_promoted, promote_version, promoted_version
 
 __all__ = [
     "OutboxRecord",
+    "RepresentationReader",
     "RocksDBOptions",
     "RocksDBVectorStore",
     "StoreBatch",
     "StoreError",
     "StoredSegment",
     "decode_vector",
+    "drop_version",
     "encode_vector",
+    "ensure_promoted",
+    "open_replica",
+    "promote_version",
+    "promoted_version",
     "quantize",
     "segment_id",
 ]

@@ -12,7 +12,9 @@ import struct
 __all__ = [
     "applied_key",
     "meta_key",
+    "model_prefixes",
     "outbox_key",
+    "parse_applied_key",
     "parse_segment_suffix",
     "representation_key",
     "segment_events_key",
@@ -29,7 +31,9 @@ _SEQ = struct.Struct(">Q")
 EVENTS = b"E"  # segment events, independent of the model: E user NUL window ordinal
 VECTORS = b"V"  # segment vectors: V model NUL user NUL window ordinal
 REPRESENTATIONS = b"R"  # R model NUL user
-APPLIED = b"A"  # highest closed-segments offset reflected in this store: A topic NUL partition
+# Highest closed-segments offset reflected under one model version: A model NUL topic NUL partition.
+# Per model version, so a worker started with a new checkpoint backfills its own namespace.
+APPLIED = b"A"
 OUTBOX = b"O"  # representations written here but maybe not yet published: O seq
 META = b"M"  # small settings such as the promoted model version
 
@@ -66,8 +70,19 @@ def representation_key(model_version: str, user_id: str) -> bytes:
     return REPRESENTATIONS + _text(model_version) + _SEP + _text(user_id)
 
 
-def applied_key(topic: str, partition: int) -> bytes:
-    return APPLIED + _text(topic) + _SEP + _PARTITION.pack(partition)
+def applied_key(model_version: str, topic: str, partition: int) -> bytes:
+    return APPLIED + _text(model_version) + _SEP + _text(topic) + _SEP + _PARTITION.pack(partition)
+
+
+def parse_applied_key(key: bytes) -> tuple[str, str, int]:
+    """(model version, topic, partition) of an applied-offset key."""
+    version, topic = key[1 : -_PARTITION.size - 1].split(_SEP, 1)
+    return version.decode(), topic.decode(), _PARTITION.unpack(key[-_PARTITION.size :])[0]
+
+
+def model_prefixes(model_version: str) -> list[bytes]:
+    """The key prefixes that hold one model version's namespace: vectors, representations, offsets."""
+    return [family + _text(model_version) + _SEP for family in (VECTORS, REPRESENTATIONS, APPLIED)]
 
 
 def outbox_key(seq: int) -> bytes:

@@ -79,8 +79,8 @@ class StoreBatch:
     def put_representation(self, model_version: str, user_id: str, record: bytes) -> None:
         self._batch.put(keys.representation_key(model_version, user_id), record)
 
-    def set_applied_offset(self, topic: str, partition: int, offset: int) -> None:
-        self._batch.put(keys.applied_key(topic, partition), _OFFSET.pack(offset))
+    def set_applied_offset(self, model_version: str, topic: str, partition: int, offset: int) -> None:
+        self._batch.put(keys.applied_key(model_version, topic, partition), _OFFSET.pack(offset))
 
     def add_outbox(self, topic: str, key: bytes, value: bytes) -> None:
         seq = self._store._next_outbox_seq()
@@ -107,17 +107,25 @@ class RocksDBVectorStore:
         *,
         vector_dtype: VectorDtype = "float16",
         read_only: bool = False,
+        secondary_dir: Path | str | None = None,
     ) -> None:
+        """`secondary_dir` opens a RocksDB secondary instance (its own small directory): read-only,
+        and `catch_up()` makes the primary's newer writes visible without reopening."""
         self.path = Path(path)
         self.vector_dtype: VectorDtype = vector_dtype
-        self.read_only = read_only
+        self.read_only = read_only or secondary_dir is not None
         self._options = options or RocksDBOptions()
-        if read_only and not (self.path / "CURRENT").exists():
+        if self.read_only and not (self.path / "CURRENT").exists():
             raise StoreError(f"no store at {self.path}")
         try:
-            if not read_only:
+            if secondary_dir is not None:
+                Path(secondary_dir).mkdir(parents=True, exist_ok=True)
+                access = rocksdict.AccessType.secondary(str(secondary_dir))
+            elif read_only:
+                access = rocksdict.AccessType.read_only()
+            else:
                 self.path.mkdir(parents=True, exist_ok=True)
-            access = rocksdict.AccessType.read_only() if read_only else rocksdict.AccessType.read_write()
+                access = rocksdict.AccessType.read_write()
             self._db = rocksdict.Rdict(str(self.path), self._options.to_options(), access_type=access)
         except Exception as exc:  # rocksdict raises plain Exception with RocksDB's message
             raise StoreError(f"cannot open store at {self.path}: {_first_line(exc)}") from None
@@ -151,6 +159,14 @@ class RocksDBVectorStore:
             it.prev()
         return found
 
+    def has_segment_vector(
+        self, model_version: str, user_id: str, window_start_ms: int, ordinal: int
+    ) -> bool:
+        return (
+            self._db.get(keys.segment_vector_key(model_version, user_id, window_start_ms, ordinal))
+            is not None
+        )
+
     def user_segment_count(self, model_version: str, user_id: str) -> int:
         return sum(1 for _ in self._scan(keys.segment_vector_prefix(model_version, user_id)))
 
@@ -163,10 +179,32 @@ class RocksDBVectorStore:
         for key, _ in self._scan(prefix):
             yield key[len(prefix) :].decode()
 
-    def applied_offset(self, topic: str, partition: int) -> int:
-        """Highest closed-segments offset reflected here, or -1."""
-        value = self._db.get(keys.applied_key(topic, partition))
+    def applied_offset(self, model_version: str, topic: str, partition: int) -> int:
+        """Highest closed-segments offset reflected under this model version, or -1."""
+        value = self._db.get(keys.applied_key(model_version, topic, partition))
         return -1 if value is None else int(_OFFSET.unpack(value)[0])
+
+    def applied_offsets(self, topic: str) -> dict[str, dict[int, int]]:
+        """model version -> partition -> highest offset of `topic` reflected under it."""
+        found: dict[str, dict[int, int]] = {}
+        for key, value in self._scan(keys.APPLIED):
+            if b"\x00" not in key[1:-5]:  # the first release's layout, without a model version
+                continue
+            version, key_topic, partition = keys.parse_applied_key(key)
+            if key_topic == topic:
+                found.setdefault(version, {})[partition] = int(_OFFSET.unpack(value)[0])
+        return found
+
+    def model_versions(self) -> list[str]:
+        """Every model version with representations here, sorted; one seek per version."""
+        versions: list[str] = []
+        it = self._db.iter()
+        it.seek(keys.REPRESENTATIONS)
+        while it.valid() and it.key().startswith(keys.REPRESENTATIONS):
+            version = it.key()[1:].split(b"\x00", 1)[0]
+            versions.append(version.decode())
+            it.seek(keys.REPRESENTATIONS + version + b"\x01")  # past every key of this version
+        return versions
 
     def pending_outbox(self) -> list[OutboxRecord]:
         records = []
@@ -206,6 +244,28 @@ class RocksDBVectorStore:
             self._db.write(batch, self._write_options)
         except Exception as exc:
             raise StoreError(f"cannot write store at {self.path}: {_first_line(exc)}") from None
+
+    def delete_model_version(self, model_version: str) -> None:
+        """Remove one model version's vectors, representations and applied offsets (range deletes,
+        so it is quick whatever the size; compaction reclaims the space later)."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for prefix in keys.model_prefixes(model_version):
+            batch.delete_range(prefix, prefix[:-1] + b"\x01")
+        try:
+            self._db.write(batch, self._write_options)
+        except Exception as exc:
+            raise StoreError(f"cannot write store at {self.path}: {_first_line(exc)}") from None
+
+    def catch_up(self) -> None:
+        """A secondary instance: see what the primary has written since (milliseconds)."""
+        self._db.try_catch_up_with_primary()
+
+    def size_bytes(self) -> int:
+        """Bytes on disk (SST files) plus what the memtables hold."""
+        total = 0
+        for prop in ("rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"):
+            total += self._db.property_int_value(prop) or 0
+        return total
 
     def flush(self) -> None:
         if not self.read_only:

@@ -15,16 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 from mode import Service
 
 from encoders import SegmentBatchEncoder
-from store import RocksDBVectorStore
+from store import RocksDBVectorStore, ensure_promoted
 from streams.config import MsliSettings
 from streams.encoder_fit import EncoderFitError, check_encoder_fits
 from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig
+from streams.log_end import log_end_offsets
+from streams.metrics import WorkerMetrics
+from streams.model_upgrade import backfill_new_version
+from streams.operations import WorkerOperations
 from streams.publisher import KafkaPublisher, producer_config
-from streams.query import ACTIVE_MODEL_KEY
 from streams.segment_reader import read_partition_range
 from streams.segmenter import Segmenter
 from streams.topics import ensure_topics
@@ -56,12 +59,13 @@ class WorkerRuntime:
         except EncoderFitError:
             self.store.close()
             raise
-        batch = self.store.batch()
-        batch.put_meta(ACTIVE_MODEL_KEY, self.encoder.model_version.encode())
-        self.store.write(batch)
+        # A new store serves the first model it gets; later checkpoints wait for `msli store promote`.
+        ensure_promoted(self.store, self.encoder.model_version)
+        self.owned_segment_partitions: set[int] = set()  # closed-segments partitions faust assigned
+        self.metrics = WorkerMetrics(self)
         self.stage = EncoderStage(
             self.store,
-            self.encoder,
+            self.metrics.timed(self.encoder),
             KafkaPublisher(producer_config(client)),
             StageConfig(
                 segments_topic=settings.segments_topic,
@@ -78,8 +82,13 @@ class WorkerRuntime:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msli-encoder")
         self.error: BaseException | None = None
         self.request_stop: Callable[[], None] = lambda: None  # set by run_worker; call on the loop thread
-        self._watermarks = Consumer(
-            {**client, "group.id": f"{settings.group_id}-lag", "enable.auto.commit": False}
+        self._log_ends = Consumer(
+            {
+                **client,
+                "group.id": f"{settings.group_id}-lag",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
         )
 
     def fail(self, exc: BaseException) -> None:
@@ -88,31 +97,27 @@ class WorkerRuntime:
             self.error = exc
             log.error("stopping: %s", exc)
 
-    def high_watermarks(self, topic: str) -> dict[int, int]:
-        meta = self._watermarks.list_topics(topic, timeout=10).topics[topic]
-        return {
-            p: self._watermarks.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in meta.partitions
-        }
-
     def caught_up(self) -> bool:
         """True when every event has been read, no segment is open, and every closed segment is
         reflected in the store. (Single-worker view: the partitions this process owns.)"""
         seg = self.segmenter
         if not seg.assigned.is_set() or seg.describe()["open_windows"]:
             return False
-        events_high = self.high_watermarks(self.settings.events_topic)
-        for partition, high in events_high.items():
-            if partition in seg.closers and seg.stats.positions.get(partition, 0) < high and high > 0:
+        # True log ends, not high watermarks: the local broker reports those short of the end.
+        for partition, end in log_end_offsets(self._log_ends, self.settings.events_topic).items():
+            if partition in seg.closers and seg.stats.positions.get(partition, 0) < end and end > 0:
                 return False
-        for partition, high in self.high_watermarks(self.settings.segments_topic).items():
-            if high > 0 and self.store.applied_offset(self.settings.segments_topic, partition) < high - 1:
+        for partition, high in log_end_offsets(self._log_ends, self.settings.segments_topic).items():
+            applied = self.store.applied_offset(
+                self.encoder.model_version, self.settings.segments_topic, partition
+            )
+            if high > 0 and applied < high - 1:
                 return False
         return True
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
-        self._watermarks.close()
+        self._log_ends.close()
         self.stage.publisher.close()
         self.store.close()
 
@@ -144,7 +149,9 @@ class SegmenterService(Service):
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
 
-def build_app(runtime: WorkerRuntime) -> faust.App:
+def build_app(
+    runtime: WorkerRuntime, on_segments_assigned: Callable[[list[int]], None] = lambda _: None
+) -> faust.App:
     settings = runtime.settings
     app = faust.App(
         f"{settings.group_id}-encoder",
@@ -160,6 +167,24 @@ def build_app(runtime: WorkerRuntime) -> faust.App:
     )
     segments = app.topic(settings.segments_topic, key_serializer="raw", value_serializer="raw")
     loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
+    pending: set[asyncio.Future] = set()  # keeps background tasks referenced until done
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        assigned = args[0]  # the set of TopicPartitions faust assigned (all topics)
+        owned = [tp.partition for tp in assigned if tp.topic == settings.segments_topic]
+
+        async def catch_up() -> None:  # in the background: a rebalance must not wait for restores
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    runtime.executor, on_segments_assigned, owned
+                )
+            except Exception as exc:
+                runtime.fail(exc)
+                runtime.request_stop()
+
+        pending.add(task := asyncio.ensure_future(catch_up()))
+        task.add_done_callback(pending.discard)
 
     @app.agent(segments, name="encode-segments")
     async def encode_segments(stream: faust.StreamT) -> None:
@@ -184,7 +209,10 @@ def run_worker(runtime: WorkerRuntime, monitor: Callable[[faust.App], Awaitable[
     Raises the fatal error, if any, after a clean shutdown.
     """
     runtime.stage.publish_outbox()
-    app = build_app(runtime)
+    backfill_new_version(runtime.stage, runtime.settings.segments_topic)
+    operations = WorkerOperations(runtime.settings, runtime.metrics)
+    operations.start()
+    app = build_app(runtime, operations.on_segments_assigned)
     worker = faust.Worker(
         app,
         SegmenterService(runtime),
@@ -193,6 +221,7 @@ def run_worker(runtime: WorkerRuntime, monitor: Callable[[faust.App], Awaitable[
         override_logging=False,
         redirect_stdouts=False,
     )
+    worker.spinner = None  # its cursor escapes would end up in logs and pipes
 
     stopping: list[asyncio.Future] = []  # keeps the stop task referenced until it ran
 
@@ -213,6 +242,7 @@ def run_worker(runtime: WorkerRuntime, monitor: Callable[[faust.App], Awaitable[
     except SystemExit:
         pass
     finally:
+        operations.stop()
         runtime.close()
     if runtime.error is not None:
         raise runtime.error

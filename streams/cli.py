@@ -13,6 +13,7 @@ import click
 
 from streams.config import MsliSettings, load_settings
 from streams.errors import ConfigError, StreamsError
+from streams.logs import setup_logging
 
 __all__ = ["main"]
 
@@ -26,15 +27,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from store import StoreError
 
     return (StreamsError, StoreError, EncoderError, SchemaError)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    # faust, mode and aiokafka are chatty at INFO about their own internals.
-    for noisy in ("faust", "mode", "aiokafka"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -51,8 +43,15 @@ def _setup_logging(level: str) -> None:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="json: one JSON object per line, for log shippers.",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_file: Path | None, log_level: str) -> None:
+def cli(ctx: click.Context, config_file: Path | None, log_level: str, log_format: str) -> None:
     """msli: segment-level user representations, kept fresh from a Kafka stream."""
     ctx.obj = {"config_file": config_file, "log_level": log_level}
 
@@ -111,7 +110,19 @@ def worker(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def topics(ctx: click.Context) -> None:
+    """Create the topics msli uses (with their retention and compaction) if they are missing."""
+    from streams.topics import ensure_topics
+
+    settings = _settings(ctx)
+    created = ensure_topics(settings)
+    click.echo(f"created {', '.join(created)}" if created else "every topic exists")
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--synthetic", type=click.IntRange(min=1), help="Produce N generated events instead of a FILE.")
 @click.option(
     "--format", "fmt", type=click.Choice(["inter", "jsonl", "csv"]), help="Default: from the extension."
 )
@@ -119,22 +130,48 @@ def worker(ctx: click.Context) -> None:
     "--skip-bad", is_flag=True, help="Skip malformed rows (counted) instead of stopping at the first."
 )
 @click.option("--no-sort", is_flag=True, help="Keep file order instead of sorting by event time.")
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), help="At most this many events per second."
+)
+@click.option(
+    "--speedup",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Replay event times N times faster than real time (1 = as they happened).",
+)
 @click.pass_context
-def produce(ctx: click.Context, file: Path, fmt: str | None, skip_bad: bool, no_sort: bool) -> None:
-    """Produce behaviour events from a MovieLens .inter, JSONL or CSV FILE, keyed by user id.
+def produce(
+    ctx: click.Context,
+    file: Path | None,
+    synthetic: int | None,
+    fmt: str | None,
+    skip_bad: bool,
+    no_sort: bool,
+    rate: float | None,
+    speedup: float | None,
+) -> None:
+    """Produce behaviour events from a MovieLens .inter, JSONL or CSV FILE (or --synthetic N
+    generated ones), keyed by user id.
 
     The whole file is checked before anything is sent, so a bad row costs nothing."""
+    from streams.pacing import paced_events
     from streams.producer import EventProducer
     from streams.readers import EventFileReader, sort_by_event_time
 
     settings = _settings(ctx)
-    reader = EventFileReader(file, fmt, on_error="skip" if skip_bad else "raise")
-    events = list(reader)
+    if file is not None and synthetic is None:
+        reader = EventFileReader(file, fmt, on_error="skip" if skip_bad else "raise")
+        events = list(reader)
+        skipped = f", skipped {reader.rows_skipped} bad rows" if skip_bad else ""
+    elif synthetic is not None and file is None:
+        from streams.synthetic import generate
+
+        events, skipped = list(generate(n_events=synthetic)), ""
+    else:
+        raise click.UsageError("give a FILE or --synthetic N")
     if not no_sort:
         events = sort_by_event_time(events)
     with EventProducer(settings.kafka_client_config(), topic=settings.events_topic) as producer:
-        producer.send_many(events)
-    skipped = f", skipped {reader.rows_skipped} bad rows" if skip_bad else ""
+        producer.send_many(paced_events(events, rate=rate, speedup=speedup) if rate or speedup else events)
     click.echo(f"produced {len(events):,} events to {settings.events_topic}{skipped}")
 
 
@@ -152,6 +189,108 @@ def query(ctx: click.Context, user_id: str, as_json: bool, model_version: str | 
     with RocksDBVectorStore(settings.state_dir / "store", read_only=True) as store:
         record = read_representation(store, user_id, model_version)
     click.echo(json.dumps(representation_json(record)) if as_json else format_representation(record))
+
+
+@cli.command()
+@click.option(
+    "--from",
+    "start",
+    default="earliest",
+    show_default=True,
+    help="earliest, an ISO-8601 time or Unix ms (event time), or PARTITION:OFFSET,...",
+)
+@click.option(
+    "--source",
+    type=click.Choice(["segments", "events"]),
+    default="segments",
+    show_default=True,
+    help="segments: re-encode closed segments; events: re-segment raw events too.",
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), help="At most this many records per second."
+)
+@click.option("--follow", is_flag=True, help="Keep going once caught up.")
+@click.pass_context
+def replay(ctx: click.Context, start: str, source: str, rate: float | None, follow: bool) -> None:
+    """Rebuild the store at MSLI_STATE_DIR from history with the configured model, under a consumer
+    group of its own; stops when caught up. No worker may be running on that store."""
+    from streams.replay import ReplayOptions
+    from streams.replay import replay as run_replay
+    from streams.replay_positions import parse_start
+
+    settings = _settings(ctx)
+    options = ReplayOptions(source=source, start=parse_start(start), rate=rate, follow=follow)  # type: ignore[arg-type]
+    summary = run_replay(settings, options)
+    click.echo(
+        f"replayed {summary.records:,} records in {summary.seconds:.1f} s: {summary.encoded:,} segments "
+        f"encoded, {summary.published:,} representations published, model {summary.model_version}"
+    )
+
+
+@cli.command()
+@click.option("--host", help="Interface to listen on (default: MSLI_SERVE_HOST).")
+@click.option("--port", type=int, help="Port (default: MSLI_SERVE_PORT; 0 picks a free one).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Answer read-only HTTP queries from the worker's store at MSLI_STATE_DIR (see `streams/serve.py`)."""
+    from streams.serve_runtime import run_serve
+
+    settings = _settings(ctx, serve_host=host, serve_port=port)
+    run_serve(settings)
+
+
+@cli.group()
+def store() -> None:
+    """Model versions in the worker's store, and local read replicas."""
+
+
+@store.command("versions")
+@click.pass_context
+def store_versions(ctx: click.Context) -> None:
+    """List the model versions in the store; * marks the promoted one (what readers get)."""
+    from streams.store_admin import list_versions
+
+    for line in list_versions(_settings(ctx)):
+        click.echo(line)
+
+
+@store.command("promote")
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Promote even if the store holds no representation of VERSION.")
+@click.pass_context
+def store_promote(ctx: click.Context, version: str, force: bool) -> None:
+    """Switch readers to model VERSION, atomically (running workers apply it from the control topic)."""
+    from streams.store_admin import promote
+
+    click.echo(promote(_settings(ctx), version, force=force))
+
+
+@store.command("drop")
+@click.argument("version")
+@click.pass_context
+def store_drop(ctx: click.Context, version: str) -> None:
+    """Delete model VERSION's vectors and representations (never the promoted one)."""
+    from streams.store_admin import drop
+
+    click.echo(drop(_settings(ctx), version))
+
+
+@store.command("sync")
+@click.argument("replica_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--until-caught-up", is_flag=True, help="Stop once every partition is read (default: follow).")
+@click.pass_context
+def store_sync(ctx: click.Context, replica_dir: Path, until_caught_up: bool) -> None:
+    """Keep a local RocksDB replica of the user-representations topic in REPLICA_DIR; read it with
+    `store.open_replica(REPLICA_DIR).get(user_id)`."""
+    import signal
+
+    from streams.replica_sync import ReplicaSync
+
+    sync = ReplicaSync(_settings(ctx), replica_dir)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sync.stop())
+    sync.run(until_caught_up=until_caught_up)
+    click.echo(f"replica {replica_dir}: {sync.records:,} representations applied")
 
 
 @cli.command()
@@ -285,8 +424,8 @@ def export_items(ctx: click.Context, out: Path, checkpoint: Path | None) -> None
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command; map every user-facing error to one line on stderr."""
     try:
-        ctx_level = _peek_log_level(argv if argv is not None else sys.argv[1:])
-        _setup_logging(ctx_level)
+        args = argv if argv is not None else sys.argv[1:]
+        setup_logging(_peek_option(args, "--log-level", "info"), _peek_option(args, "--log-format", "text"))
         cli.main(args=argv, prog_name="msli", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -306,10 +445,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-def _peek_log_level(argv: list[str]) -> str:
+def _peek_option(argv: list[str], name: str, default: str) -> str:
+    """Logging is set up before click parses (its errors are logged too)."""
     for i, arg in enumerate(argv):
-        if arg == "--log-level" and i + 1 < len(argv):
+        if arg == name and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--log-level="):
+        if arg.startswith(name + "="):
             return arg.split("=", 1)[1]
-    return "info"
+    return default

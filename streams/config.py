@@ -61,6 +61,10 @@ class MsliSettings(BaseSettings):
     representations_topic: str = "user-representations"
     dead_letter_topic: str = "msli-dead-letters"
     checkpoints_topic: str = "msli-segmenter-checkpoints"
+    control_topic: str = Field(
+        default="msli-control",
+        description="Compacted topic of the promoted model version, versions to drop, and API routes.",
+    )
     group_id: str = "msli"
     topic_partitions: int = Field(default=6, ge=1, description="Partitions of topics msli creates.")
     replication_factor: int = Field(default=1, ge=1)
@@ -96,6 +100,25 @@ class MsliSettings(BaseSettings):
     encoder_checkpoint: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     web_port: int = Field(default=6066, ge=0, le=65535)
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve the worker's Prometheus /metrics here; unset: off."
+    )
+    api_url: str | None = Field(
+        default=None,
+        description="URL of the `msli serve` next to this worker's store; the worker advertises it for "
+        "the partitions it owns, so other API processes redirect their users' queries there.",
+    )
+
+    # --- Query API (`msli serve`) ----------------------------------------------------------------
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(default=8080, ge=0, le=65535)
+    api_token: str | None = Field(
+        default=None, description="Bearer token `msli serve` requires; unset: no authentication."
+    )
+    max_candidates: int = Field(default=1000, ge=1, description="Candidate items per score request.")
+    read_refresh_seconds: float = Field(
+        default=0.1, gt=0, description="How stale a read of the worker's store may be."
+    )
 
     # --- Data ----------------------------------------------------------------------------------
     data_dir: Path = _REPO_ROOT.parent / "shared" / "data" / "movielens-100k"

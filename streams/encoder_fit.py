@@ -1,19 +1,23 @@
-"""Does a checkpoint fit this worker? Refuse what would publish wrong vectors; warn about the rest.
+"""Does a checkpoint fit this worker? Refuse what would write wrong vectors; warn about the rest.
 
-Refused (the worker stops before reading anything, with one line):
+Refused (the worker stops before reading anything, with one line and a non-zero exit):
 
-- dimension: the store already holds another model's vectors of another dimension. Its
-  representations are on the compacted output topic, and rankers size their item vectors by them;
-  a worker that published a second dimension under the same keys would mix both there. A new
-  dimension needs a new state directory and representations topic (then a replay re-encodes).
+- a checkpoint whose weights do not fit its own config or vocabulary (encoders.checkpoint refuses
+  those when it loads them);
 - vocabulary: most items of the segments already in the store are outside the checkpoint's explicit
-  vocabulary (it was trained on another catalogue): every such event would encode as the one
+  vocabulary (it was trained on another catalogue), so nearly every event would encode as the one
   out-of-vocabulary row. Checked on a sample of the store's segments; a fresh store has nothing to
-  check against.
+  check against;
 - segment length: the encoder reads fewer events than a segment may hold (it would drop the rest).
 
-Warned: closing rules, K or recency half-life other than the ones the checkpoint was trained
-with. The vectors still mean something, but the measured quality was for the trained settings.
+Warned (one line each):
+
+- dimension: readers get the promoted model version, whose vectors have another dimension. Model
+  versions live in separate namespaces and every representation names its version and dimension,
+  so a new dimension is an upgrade, not an error; but rankers must switch to the new item vectors
+  (`msli export-items`) when it is promoted;
+- closing rules, K or recency half-life other than the ones the checkpoint was trained with: the
+  vectors still mean something, but the measured quality was for the trained settings.
 """
 
 from __future__ import annotations
@@ -23,10 +27,9 @@ from typing import Any
 
 from encoders import SegmentBatchEncoder
 from schemas import AvroCodec
-from store import RocksDBVectorStore
+from store import RocksDBVectorStore, promoted_version
 from streams.config import MsliSettings
 from streams.errors import StreamsError
-from streams.query import ACTIVE_MODEL_KEY
 from streams.windowing import SegmentationConfig
 
 __all__ = ["EncoderFitError", "check_encoder_fits"]
@@ -49,26 +52,25 @@ def check_encoder_fits(
             f"{name} reads at most {encoder.config.max_events} events per segment, but "
             f"max_events_per_segment is {settings.max_events_per_segment}"
         )
-    _check_dimension(encoder, store, name)
     _check_vocabulary(encoder, store, name)
-    return _setting_warnings(encoder, settings, name)
+    return _dimension_warnings(encoder, store, name) + _setting_warnings(encoder, settings, name)
 
 
-def _check_dimension(encoder: SegmentBatchEncoder, store: RocksDBVectorStore, name: str) -> None:
-    active = store.get_meta(ACTIVE_MODEL_KEY)
-    if active is None or active.decode() == encoder.model_version:
-        return
-    previous = active.decode()
-    user = next(store.representation_users(previous), None)
-    value = None if user is None else store.representation(previous, user)
+def _dimension_warnings(encoder: SegmentBatchEncoder, store: RocksDBVectorStore, name: str) -> list[str]:
+    promoted = promoted_version(store)
+    if promoted is None or promoted == encoder.model_version:
+        return []
+    user = next(store.representation_users(promoted), None)
+    value = None if user is None else store.representation(promoted, user)
     if value is None:
-        return
+        return []
     dim = AvroCodec("UserRepresentation").decode(value)["dim"]
-    if dim != encoder.dim:
-        raise EncoderFitError(
-            f"the store at {store.path} holds {dim}-dimensional vectors of model {previous}, and {name} "
-            f"makes {encoder.dim}-dimensional ones: use a new state_dir and representations_topic"
-        )
+    if dim == encoder.dim:
+        return []
+    return [
+        f"{name} makes {encoder.dim}-dimensional vectors; readers get model {promoted} ({dim}-dimensional) "
+        f"until it is promoted: give rankers its item vectors (msli export-items) when promoting it"
+    ]
 
 
 def _check_vocabulary(encoder: SegmentBatchEncoder, store: RocksDBVectorStore, name: str) -> None:

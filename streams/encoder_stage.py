@@ -57,6 +57,9 @@ class StageConfig:
     top_k: int
     half_life_ms: float
     max_events: int  # a late event joins its window's last segment only below this size
+    # Also encode stored segments that lack a vector of this model version (a replay re-encoding
+    # history into a new version's namespace); restores always do.
+    encode_missing: bool = False
 
 
 @dataclass
@@ -137,6 +140,16 @@ class EncoderStage:
         self.totals.add(report)
         return report
 
+    def backfill(self, partition: int, end: int) -> StageReport:
+        """Reflect closed-segments[partition] below offset `end` under this model version: how a
+        worker started with a new checkpoint fills the new namespace, without re-segmenting."""
+        report = StageReport()
+        start = self._applied_offset(partition) + 1
+        if self.restorer is not None and end > start:
+            self._restore(partition, start, end, report)
+        self.totals.add(report)
+        return report
+
     # --- internals -------------------------------------------------------------------------------
     def _restore(self, partition: int, start: int, end: int, report: StageReport) -> None:
         """Fill the store from Kafka (a cold start, or a partition that moved here), then publish
@@ -177,6 +190,8 @@ class EncoderStage:
             report.reasons[segment["close_reason"]] += 1
             if not self._merge(segment, windows):
                 report.duplicates += 1
+        if self.config.encode_missing or not publish:
+            self._mark_missing_vectors(windows)
 
         changed = [(key, o) for key, w in windows.items() for o in sorted(w.dirty)]
         vectors = self._encode([windows[key].segments[o] for key, o in changed])
@@ -197,7 +212,7 @@ class EncoderStage:
             if publish:
                 batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
         for partition, offset in _last_offsets(records).items():
-            batch.set_applied_offset(self.config.segments_topic, partition, offset)
+            batch.set_applied_offset(model_version, self.config.segments_topic, partition, offset)
         self._write_and_publish(batch, report)
         for partition, offset in _last_offsets(records).items():
             self._applied[partition] = offset
@@ -247,6 +262,13 @@ class EncoderStage:
             window.dirty.add(ordinal)
         return True
 
+    def _mark_missing_vectors(self, windows: dict[tuple[str, int], _Window]) -> None:
+        version = self.encoder.model_version
+        for (user_id, window_start), window in windows.items():
+            for ordinal in window.segments:
+                if not self.store.has_segment_vector(version, user_id, window_start, ordinal):
+                    window.dirty.add(ordinal)
+
     def _load_window(self, user_id: str, window_start: int) -> _Window:
         stored = self.store.window_segment_events(user_id, window_start)
         return _Window({ordinal: self.codec.decode(value) for ordinal, value in stored})
@@ -269,7 +291,9 @@ class EncoderStage:
 
     def _applied_offset(self, partition: int) -> int:
         if partition not in self._applied:
-            self._applied[partition] = self.store.applied_offset(self.config.segments_topic, partition)
+            self._applied[partition] = self.store.applied_offset(
+                self.encoder.model_version, self.config.segments_topic, partition
+            )
         return self._applied[partition]
 
 

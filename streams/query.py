@@ -8,18 +8,16 @@ from typing import Any
 import numpy as np
 
 from schemas import AvroCodec
-from store import RocksDBVectorStore
+from store import RocksDBVectorStore, promoted_version
 from streams.errors import StreamsError
 
 __all__ = [
-    "ACTIVE_MODEL_KEY",
+    "UnknownUserError",
     "active_model_version",
     "format_representation",
     "read_representation",
     "representation_json",
 ]
-
-ACTIVE_MODEL_KEY = "active_model_version"  # store meta: the model version the worker writes
 
 
 class UnknownUserError(StreamsError):
@@ -27,10 +25,11 @@ class UnknownUserError(StreamsError):
 
 
 def active_model_version(store: RocksDBVectorStore) -> str:
-    value = store.get_meta(ACTIVE_MODEL_KEY)
+    """The model version readers get (`msli store promote` switches it)."""
+    value = promoted_version(store)
     if value is None:
         raise StreamsError(f"the store at {store.path} has no representations yet: run `msli worker` first")
-    return value.decode()
+    return value
 
 
 def read_representation(

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from streams.encoder_stage import SourceRecord
 from streams.errors import BrokerError
@@ -28,6 +28,8 @@ def read_partition_range(
     """Yield records of topic[partition] with start <= offset < end, in chunks, oldest first.
 
     Records that retention already deleted are simply absent: the read starts at the log start.
+    The read ends at `end` or at the partition's end (EOF), whichever comes first; not at the high
+    watermark, which the local broker (Tansu) under-reports after multi-record batches.
     """
     consumer = Consumer(
         {
@@ -35,21 +37,25 @@ def read_partition_range(
             "group.id": f"msli-reader-{uuid.uuid4().hex[:8]}",  # assign() only; never commits
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
         }
     )
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
-        end = min(end, high)
+        low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
         position = max(start, low)
         if position >= end:
             return
         consumer.assign([TopicPartition(topic, partition, position)])
         deadline = time.monotonic() + timeout
-        while position < end:
+        at_eof = False
+        while position < end and not at_eof:
             batch = []
             for msg in consumer.consume(chunk, timeout=1.0):
-                offset = msg.offset()
-                if msg.error() or offset is None or offset >= end:
+                offset, error = msg.offset(), msg.error()
+                if error is not None:
+                    at_eof = at_eof or error.code() == KafkaError._PARTITION_EOF
+                    continue
+                if offset is None or offset >= end:
                     continue
                 batch.append(SourceRecord(partition, offset, msg.value()))
             if batch:

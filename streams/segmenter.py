@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,10 @@ class Segmenter:
         self._stop = threading.Event()
         self._last_checkpoint = time.monotonic()
         self.assigned = threading.Event()  # set once the group has given this member partitions
+        # A replay (`msli replay --source events`) starts here instead of at its checkpoints,
+        # and may cap its speed: throttle(n) is called before handling n records.
+        self.start_offsets: dict[int, int] | None = None
+        self.throttle: Callable[[int], None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -89,6 +94,8 @@ class Segmenter:
             while not self._stop.is_set():
                 messages = self.consumer.consume(self.settings.consume_batch_size, timeout=0.2)
                 if messages:
+                    if self.throttle is not None:
+                        self.throttle(len(messages))
                     self._handle(messages)
                 self._advance_quiet_partitions()
                 if time.monotonic() - self._last_checkpoint >= self.settings.commit_interval_seconds:
@@ -203,7 +210,9 @@ class Segmenter:
         saved = self.checkpoints.load(self.topic)
         for tp in partitions:
             closer = SegmentCloser(self.rules, tp.partition)
-            if tp.partition in saved:
+            if self.start_offsets is not None and tp.partition in self.start_offsets:
+                tp.offset = closer.next_offset = self.start_offsets[tp.partition]
+            elif tp.partition in saved:
                 tp.offset, closer.watermark = saved[tp.partition]
                 closer.next_offset = tp.offset
             self.closers[tp.partition] = closer

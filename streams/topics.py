@@ -24,6 +24,7 @@ def topic_specs(settings: MsliSettings) -> dict[str, tuple[int, dict[str, str]]]
         settings.representations_topic: (n, {"cleanup.policy": "compact"}),
         settings.dead_letter_topic: (n, {}),
         settings.checkpoints_topic: (1, {"cleanup.policy": "compact"}),
+        settings.control_topic: (1, {"cleanup.policy": "compact"}),
     }
 
 

@@ -1,5 +1,5 @@
-"""A worker runs a trained checkpoint (its version on every representation) and refuses one whose
-dimension does not fit the vectors its store already holds: one line, non-zero exit."""
+"""A worker runs a trained checkpoint (its version on every representation) and refuses one trained
+on another catalogue: one line, non-zero exit."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from encoders import SegmentBatchEncoder, SegmentEncoder
+from encoders import ItemVocabulary, SegmentBatchEncoder, SegmentEncoder
 from encoders.commands import train_checkpoint
 from encoders.training import TrainingConfig
 from streams.producer import EventProducer
@@ -25,7 +25,7 @@ _TOPICS = ("events", "segments", "representations", "dead_letter", "checkpoints"
 RULES = SegmentationConfig(window_ms=600_000, allowed_lateness_ms=30_000, user_idle_ms=300_000, max_events=8)
 
 
-def test_worker_stamps_the_trained_version_and_refuses_another_dimension(
+def test_worker_stamps_the_trained_version_and_refuses_another_catalogue(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     events = generate(n_users=20, n_items=50, n_events=600, seed=4, out_of_order_fraction=0.0).to_dicts()
@@ -67,15 +67,16 @@ def test_worker_stamps_the_trained_version_and_refuses_another_dimension(
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=60)
 
-    wider = SegmentEncoder(dataclasses.replace(trained.config, dim=32))
-    SegmentBatchEncoder(wider, trained.vocab, device="cpu").save(tmp_path / "wider")
+    books = ItemVocabulary.explicit([f"book-{i}" for i in range(50)])
+    config = dataclasses.replace(trained.config, n_item_buckets=books.n_rows)
+    SegmentBatchEncoder(SegmentEncoder(config), books, device="cpu").save(tmp_path / "books")
     refused = subprocess.run(
         [MSLI, "worker"],
-        env={**env, "MSLI_ENCODER_CHECKPOINT": str(tmp_path / "wider")},
+        env={**env, "MSLI_ENCODER_CHECKPOINT": str(tmp_path / "books")},
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert refused.returncode == 1
     last = refused.stderr.strip().splitlines()[-1]
-    assert last.startswith("msli: the store at ") and "holds 16-dimensional vectors" in last
+    assert last.startswith("msli: ") and "knows 0% of the items in the store's segments" in last

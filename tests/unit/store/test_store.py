@@ -61,15 +61,15 @@ def test_window_segment_events_are_per_user_and_window(store: RocksDBVectorStore
 def test_batch_is_atomic_and_applied_offsets_persist(tmp_path) -> None:
     path = tmp_path / "db"
     with RocksDBVectorStore(path) as store:
-        assert store.applied_offset("segs", 3) == -1
+        assert store.applied_offset(MODEL, "segs", 3) == -1
         batch = store.batch()
-        batch.set_applied_offset("segs", 3, 41)
+        batch.set_applied_offset(MODEL, "segs", 3, 41)
         batch.put_representation(MODEL, "u", b"rep")
         batch.add_outbox("reps", b"u", b"rep")
-        assert store.applied_offset("segs", 3) == -1  # nothing visible before write()
+        assert store.applied_offset(MODEL, "segs", 3) == -1  # nothing visible before write()
         store.write(batch)
     with RocksDBVectorStore(path) as store:
-        assert store.applied_offset("segs", 3) == 41
+        assert store.applied_offset(MODEL, "segs", 3) == 41
         assert store.representation(MODEL, "u") == b"rep"
         pending = store.pending_outbox()
         assert [(r.topic, r.key, r.value) for r in pending] == [("reps", b"u", b"rep")]

@@ -10,11 +10,10 @@ import pytest
 
 from encoders import ItemVocabulary, SegmentBatchEncoder, SegmentEncoder, SegmentEncoderConfig
 from schemas import AvroCodec
-from store import RocksDBVectorStore, StoredSegment
+from store import RocksDBVectorStore, StoredSegment, ensure_promoted
 from streams.config import MsliSettings
 from streams.encoder_fit import EncoderFitError, check_encoder_fits
 from streams.fuser import representation_record
-from streams.query import ACTIVE_MODEL_KEY
 from streams.windowing import SegmentationConfig
 
 ITEMS = [f"movie-{i}" for i in range(40)]
@@ -34,7 +33,7 @@ def settings(**changes) -> MsliSettings:
 
 @pytest.fixture
 def store(tmp_path):
-    """A store a worker has filled with 16-dimensional vectors of model m-previous, for ITEMS."""
+    """A store a worker has filled with 16-dimensional vectors of model m-previous (promoted), for ITEMS."""
     s = RocksDBVectorStore(tmp_path / "store")
     batch = s.batch()
     events = [
@@ -57,8 +56,8 @@ def store(tmp_path):
     segment = StoredSegment("u", 0, 3_600_000, 0, 1_009, 10, np.ones(16, dtype=np.float32))
     rep = representation_record("u", "m-previous", [segment], 3_600_000.0)
     batch.put_representation("m-previous", "u", AvroCodec("UserRepresentation").encode(rep))
-    batch.put_meta(ACTIVE_MODEL_KEY, b"m-previous")
     s.write(batch)
+    ensure_promoted(s, "m-previous")
     yield s
     s.close()
 
@@ -67,11 +66,10 @@ def test_a_fitting_checkpoint_passes_silently(store):
     assert check_encoder_fits(encoder(), settings(), store) == []
 
 
-def test_another_dimension_than_the_stored_vectors_is_refused(store):
-    with pytest.raises(
-        EncoderFitError, match=r"holds 16-dimensional vectors of model m-previous.*makes 32-dim"
-    ):
-        check_encoder_fits(encoder(dim=32), settings(), store)
+def test_another_dimension_than_the_promoted_version_is_an_upgrade_with_a_warning(store):
+    warnings = check_encoder_fits(encoder(dim=32), settings(), store)
+    assert len(warnings) == 1
+    assert "makes 32-dimensional vectors; readers get model m-previous (16-dimensional)" in warnings[0]
 
 
 def test_a_vocabulary_of_another_catalogue_is_refused(store):
@@ -87,6 +85,7 @@ def test_an_encoder_shorter_than_a_segment_is_refused(store):
 
 
 def test_a_fresh_store_accepts_any_dimension_and_vocabulary(tmp_path):
+    """Nothing is promoted and no segment is stored yet: nothing to compare with."""
     with RocksDBVectorStore(tmp_path / "fresh") as fresh:
         assert check_encoder_fits(encoder(dim=32, items=["x"]), settings(), fresh) == []
 
