@@ -29,7 +29,7 @@ from streams.operations import WorkerOperations
 from streams.publisher import KafkaPublisher, producer_config
 from streams.segment_reader import read_partition_range
 from streams.segmenter import Segmenter
-from streams.topics import ensure_topics
+from streams.topics import closable_at_ms, ensure_topics
 
 __all__ = ["WorkerRuntime", "load_encoder", "run_worker"]
 
@@ -185,7 +185,10 @@ def build_app(
         async for events in stream.take_events(  # type: ignore[attr-defined]  # missing from StreamT
             settings.encode_batch_size, within=settings.encode_batch_seconds
         ):
-            records = [SourceRecord(e.message.partition, e.message.offset, e.message.value) for e in events]
+            records = [
+                SourceRecord(m.partition, m.offset, m.value, closable_at_ms(m.headers))
+                for m in (e.message for e in events)
+            ]
             try:
                 await loop.run_in_executor(runtime.executor, runtime.stage.process, records)
             except Exception as exc:

@@ -44,6 +44,7 @@ class SourceRecord:
     partition: int
     offset: int
     value: bytes | None
+    closable_at_ms: int | None = None  # from the segmenter's header; lets observers measure freshness
 
 
 # Reads closed-segments[partition] from `start` up to `end` (exclusive), in chunks.
@@ -112,6 +113,8 @@ class EncoderStage:
         self.rep_codec = AvroCodec("UserRepresentation")
         self._applied: dict[int, int] = {}
         self.totals = StageReport()
+        # Called with the records of each micro-batch once the store holds them (metrics, benchmarks).
+        self.on_applied: Callable[[Sequence[SourceRecord]], None] | None = None
 
     def publish_outbox(self) -> int:
         """Publish what a crash left in the outbox (identical bytes); call once at start-up."""
@@ -137,6 +140,8 @@ class EncoderStage:
             fresh.extend(todo)
         if fresh:
             self._apply(fresh, report, publish=True)
+            if self.on_applied is not None:
+                self.on_applied(fresh)
         self.totals.add(report)
         return report
 
