@@ -182,11 +182,25 @@ class Segmenter:
             if (
                 closer.open_windows
                 and now - self._last_record_at.get(partition, now) >= self.settings.partition_idle_seconds
+                and not self._has_unread_records(partition, closer.next_offset)
             ):
                 closed_before = len(closer.closed)
                 closer.advance_watermark(int(now * 1000))
                 self._stamp(partition, len(closer.closed) - closed_before, int(now * 1000))
         self._emit_closed()
+
+    def _has_unread_records(self, partition: int, next_offset: int) -> bool:
+        """Whether the broker holds records of `partition` this consumer has not read yet.
+
+        While catching up, librdkafka hands over one partition's fetched records after another,
+        so a partition with a backlog can go without records for a while; it is behind, not
+        quiet, and following the clock would make all its backlog late. The high watermark is
+        the one cached from fetch responses (no broker round trip); unknown counts as no backlog.
+        """
+        if next_offset < 0:
+            return False
+        _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
+        return high > next_offset
 
     def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
         self.stats.dead_letters += 1
