@@ -205,7 +205,7 @@ def _worker_rows(report: BenchReport, settings: MsliSettings, options: BenchOpti
     fresh_load = shift_event_times(fresh_load, int(time.time() * 1000) + 2 * HOUR_MS)
     offered = produce_events(settings, settings.events_topic, fresh_load, rate=rate)
     child.send("load-done", offered)
-    result = child.result(timeout=300)
+    result = child.result(timeout=1900)  # a worker that fell behind the offered load catches up first
     fresh = result["freshness"]
     report.add(
         Row(
@@ -248,7 +248,7 @@ def _local_rows(report: BenchReport, settings: MsliSettings, options: BenchOptio
     if "encoder" in options.groups:
         rules = SegmentationConfig.from_settings(settings)
         segments = closed_segments(load, rules, limit=20_000 if quick else 200_000)
-        sample = segments[: 2_048 if quick else 16_384]
+        sample = segments[: 2_048 if quick else 8_192]
         rounds = 2 if quick else 3
         threads = torch_threads(settings)
         report.add(
@@ -256,7 +256,7 @@ def _local_rows(report: BenchReport, settings: MsliSettings, options: BenchOptio
                 sample,
                 (1, 16, 64, 256, 1024),
                 rounds,
-                64 if quick else 2_048,
+                64 if quick else 512,
                 threads,
                 settings.encode_batch_size,
             )

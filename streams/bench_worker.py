@@ -95,7 +95,7 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
             raise BenchError(f"worker: expected load-done, got {kind!r}")
         # The freshness load runs ahead of the wall clock (compressed event time), so its last
         # windows stay open; what was closed while it was offered is what counts.
-        await wait_caught_up(n_events + load["events"], timeout=600, open_windows_too=False)
+        await wait_caught_up(n_events + load["events"], timeout=1800, open_windows_too=False)
         offered = [
             (ready - closable) / 1000.0
             for closable, ready in samples

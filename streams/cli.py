@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -335,6 +336,8 @@ def bench(
     if ctx.obj["log_level"] == "info":  # the table says it all; keep warnings
         logging.getLogger().setLevel(logging.WARNING)
     options = BenchOptions(quick=quick, events=events, users=users, offered_rate=offered_rate, groups=groups)
+    # SIGTERM unwinds like Ctrl-C, so the local broker and the temporary state are cleaned up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run_bench(_settings(ctx), options)
     click.echo(report.table())
     report.write_chart(chart_path)
