@@ -126,8 +126,8 @@ def _kafka_rows(report: BenchReport, settings: MsliSettings, options: BenchOptio
             }
         )
         ensure_topics(seg_settings)
-        child = start_child("segmenter", segmenter_child, seg_settings.model_dump(), n)
-        result = child.result(timeout=120 + n / 2_000)
+        with start_child("segmenter", segmenter_child, seg_settings.model_dump(), n) as child:
+            result = child.result(timeout=120 + n / 2_000)
         memory = result["memory"]
         report.add(
             Row(
@@ -160,7 +160,7 @@ def _kafka_rows(report: BenchReport, settings: MsliSettings, options: BenchOptio
         from streams.bench_faust import naive_faust_child
 
         m = options.faust_events
-        child = start_child(
+        with start_child(
             "naive-faust",
             naive_faust_child,
             settings.bootstrap_servers,
@@ -170,8 +170,8 @@ def _kafka_rows(report: BenchReport, settings: MsliSettings, options: BenchOptio
             str(tmp / "naive-faust"),
             m,
             20.0 if options.quick else 120.0,
-        )
-        result = child.result(timeout=240 + m / 500)
+        ) as child:
+            result = child.result(timeout=240 + m / 500)
         report.add(
             Row(
                 "naive-faust",
@@ -192,8 +192,6 @@ def _worker_rows(report: BenchReport, settings: MsliSettings, options: BenchOpti
     from streams.bench_worker import worker_child
 
     n = options.n_events
-    child = start_child("worker", worker_child, settings.model_dump(), n)
-    e2e = child.receive("caught-up", timeout=180 + n / 1_000)
     rate = options.offered_rate
     fresh_load = generate(
         SyntheticConfig(
@@ -202,10 +200,12 @@ def _worker_rows(report: BenchReport, settings: MsliSettings, options: BenchOpti
             seed=options.seed + 1,
         )
     )
-    fresh_load = shift_event_times(fresh_load, int(time.time() * 1000) + 2 * HOUR_MS)
-    offered = produce_events(settings, settings.events_topic, fresh_load, rate=rate)
-    child.send("load-done", offered)
-    result = child.result(timeout=1900)  # a worker that fell behind the offered load catches up first
+    with start_child("worker", worker_child, settings.model_dump(), n) as child:
+        e2e = child.receive("caught-up", timeout=180 + n / 1_000)
+        fresh_load = shift_event_times(fresh_load, int(time.time() * 1000) + 2 * HOUR_MS)
+        offered = produce_events(settings, settings.events_topic, fresh_load, rate=rate)
+        child.send("load-done", offered)
+        result = child.result(timeout=1900)  # a worker that fell behind the offered load catches up first
     fresh = result["freshness"]
     report.add(
         Row(

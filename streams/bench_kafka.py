@@ -91,8 +91,13 @@ class Child:
     def result(self, timeout: float) -> dict[str, Any]:
         result: dict[str, Any] = self.receive("result", timeout)
         self.process.join(30)
-        self.stop()
         return result
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()  # on any way out, SIGTERM included: never leave a child (or its faust) running
 
     def stop(self) -> None:
         if self.process.is_alive():
