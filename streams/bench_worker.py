@@ -29,8 +29,11 @@ __all__ = ["percentiles", "worker_child"]
 
 def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int) -> dict[str, Any]:
     """Run the worker through both phases; messages: -> ("caught-up", ...), <- ("load-done", ...)."""
+    from confluent_kafka import Consumer
+
     from streams.app import WorkerRuntime, run_worker
     from streams.encoder_stage import SourceRecord
+    from streams.log_end import log_end_offsets
 
     settings = settings_from(settings_data)
     runtime = WorkerRuntime(settings)
@@ -43,11 +46,20 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
     runtime.stage.on_applied = on_applied
     result: dict[str, Any] = {}
 
+    ends_reader = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"{settings.group_id}-bench-ends",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+
     def segments_applied() -> bool:
         """Every closed segment the segmenter has had acknowledged is in the store."""
-        topic = settings.segments_topic
-        high = runtime.high_watermarks(topic)
-        return all(runtime.store.applied_offset(topic, p) >= h - 1 for p, h in high.items() if h > 0)
+        topic, version = settings.segments_topic, runtime.encoder.model_version
+        ends = log_end_offsets(ends_reader, topic)
+        return all(runtime.store.applied_offset(version, topic, p) >= e - 1 for p, e in ends.items() if e > 0)
 
     async def wait_caught_up(total: int, timeout: float, *, open_windows_too: bool) -> float:
         """Until `total` events are read and their closed segments stored; with `open_windows_too`,
@@ -104,7 +116,10 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
         result["freshness"] = {"samples": len(offered), **percentiles(offered)}
         result["rss_mib"] = rss_mib()
 
-    run_worker(runtime, monitor)
+    try:
+        run_worker(runtime, monitor)
+    finally:
+        ends_reader.close()
     if "freshness" not in result:  # pragma: no cover - run_worker raises the cause first
         raise BenchError("worker stopped before the freshness phase ended")
     return result

@@ -196,6 +196,7 @@ class Segmenter:
         so a partition with a backlog can go without records for a while; it is behind, not
         quiet, and following the clock would make all its backlog late. The high watermark is
         the one cached from fetch responses (no broker round trip); unknown counts as no backlog.
+        (The local broker reports it short by up to one record batch, which is in flight anyway.)
         """
         if next_offset < 0:
             return False
