@@ -282,6 +282,7 @@ class SegmentBatchEncoder:
         autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self._device.type == "cuda":
             autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+        done: list[tuple[list[int], torch.Tensor]] = []
         with torch.inference_mode(), autocast:
             for length in sorted(by_bucket):
                 members = by_bucket[length]
@@ -292,7 +293,11 @@ class SegmentBatchEncoder:
                     if len(batch) == 1:  # never a batch of one; see the module docstring
                         batch.append(batch[0])
                     vectors = self._model(*pad_segments(batch, length, self._device))  # (B, dim)
-                    out[chunk] = vectors[: len(chunk)].float().cpu().numpy()
+                    done.append((chunk, vectors[: len(chunk)]))
+        # Copied back only now: on a GPU each copy waits for its kernels, and waiting inside the
+        # loop would leave the GPU idle while the next pass is padded and launched.
+        for chunk, vectors in done:
+            out[chunk] = vectors.float().cpu().numpy()
         return out
 
     def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
+import torch
 from confluent_kafka import Consumer
 from mode import Service
 
@@ -30,9 +32,9 @@ from streams.operations import WorkerOperations
 from streams.publisher import KafkaPublisher, producer_config
 from streams.segment_reader import read_partition_range
 from streams.segmenter import Segmenter
-from streams.topics import ensure_topics
+from streams.topics import closable_at_ms, ensure_topics
 
-__all__ = ["WorkerRuntime", "load_encoder", "run_worker"]
+__all__ = ["WorkerRuntime", "load_encoder", "run_worker", "torch_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,13 @@ def load_encoder(settings: MsliSettings) -> SegmentBatchEncoder:
     return SegmentBatchEncoder.untrained(seed=0, device=settings.device)
 
 
+def torch_threads(settings: MsliSettings) -> int:
+    """The encoder's intra-op threads. The segmenter thread needs a core of its own: with torch on
+    every core, OpenMP's spinning workers and the segmenter preempt each other. A worker on 2 busy
+    cores ran 2,873 events/s end to end with 2 threads, 8,341 with 1 (docs/performance.md)."""
+    return settings.torch_threads or max(1, (os.cpu_count() or 2) - 1)
+
+
 class WorkerRuntime:
     """Everything one worker process holds, built before faust starts so errors surface early."""
 
@@ -51,6 +60,7 @@ class WorkerRuntime:
         self.settings = settings
         client = settings.kafka_client_config()
         ensure_topics(settings)
+        torch.set_num_threads(torch_threads(settings))
         self.encoder = encoder or load_encoder(settings)
         self.store = RocksDBVectorStore(settings.state_dir / "store", vector_dtype=settings.vector_dtype)
         try:
@@ -192,7 +202,10 @@ def build_app(
         async for events in stream.take_events(  # type: ignore[attr-defined]  # missing from StreamT
             settings.encode_batch_size, within=settings.encode_batch_seconds
         ):
-            records = [SourceRecord(e.message.partition, e.message.offset, e.message.value) for e in events]
+            records = [
+                SourceRecord(m.partition, m.offset, m.value, closable_at_ms(m.headers))
+                for m in (e.message for e in events)
+            ]
             try:
                 await loop.run_in_executor(runtime.executor, runtime.stage.process, records)
             except Exception as exc:

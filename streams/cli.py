@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -291,6 +292,64 @@ def store_sync(ctx: click.Context, replica_dir: Path, until_caught_up: bool) -> 
         signal.signal(sig, lambda *_: sync.stop())
     sync.run(until_caught_up=until_caught_up)
     click.echo(f"replica {replica_dir}: {sync.records:,} representations applied")
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="CI-sized run (about a minute): 40,000 events, short phases.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write every figure here.",
+)
+@click.option(
+    "--chart",
+    "chart_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("msli-bench.png"),
+    show_default=True,
+    help="PNG chart of the main rows.",
+)
+@click.option("--events", type=click.IntRange(min=1_000), help="Events in the load (default 1,000,000).")
+@click.option("--users", type=click.IntRange(min=1), help="Users in the load (default: events / 10).")
+@click.option(
+    "--rows",
+    default="all",
+    show_default=True,
+    help="Comma-separated row groups: broker, faust, segmenter, worker, encoder, store.",
+)
+@click.option("--offered-rate", default=10_000.0, show_default=True, help="Events/s for the freshness row.")
+@click.pass_context
+def bench(
+    ctx: click.Context,
+    quick: bool,
+    json_path: Path | None,
+    chart_path: Path,
+    events: int | None,
+    users: int | None,
+    rows: str,
+    offered_rate: float,
+) -> None:
+    """Measure throughput, freshness, encoder, scoring and store figures side by side in one run, on
+    a local broker unless one is configured; print a table, write a PNG chart (and JSON)."""
+    from streams.bench import ROW_GROUPS, BenchOptions, run_bench
+
+    groups = ROW_GROUPS if rows == "all" else tuple(g.strip() for g in rows.split(",") if g.strip())
+    unknown = sorted(set(groups) - set(ROW_GROUPS))
+    if unknown:
+        raise ConfigError(f"--rows: unknown row group {unknown[0]!r}; known: {', '.join(ROW_GROUPS)}")
+    if ctx.obj["log_level"] == "info":  # the table says it all; keep warnings
+        logging.getLogger().setLevel(logging.WARNING)
+    options = BenchOptions(quick=quick, events=events, users=users, offered_rate=offered_rate, groups=groups)
+    # SIGTERM unwinds like Ctrl-C, so the local broker and the temporary state are cleaned up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    report = run_bench(_settings(ctx), options)
+    click.echo(report.table())
+    report.write_chart(chart_path)
+    click.echo(f"chart: {chart_path}")
+    if json_path is not None:
+        report.write_json(json_path)
+        click.echo(f"json: {json_path}")
 
 
 @cli.command()

@@ -44,6 +44,7 @@ class SourceRecord:
     partition: int
     offset: int
     value: bytes | None
+    closable_at_ms: int | None = None  # from the segmenter's header; lets observers measure freshness
 
 
 # Reads closed-segments[partition] from `start` up to `end` (exclusive), in chunks.
@@ -84,12 +85,15 @@ class StageReport:
 class _Window:
     """One user's window as stored plus this batch's changes: events per ordinal, identities seen."""
 
-    __slots__ = ("dirty", "identities", "segments")
+    __slots__ = ("dirty", "identities", "received", "segments")
 
     def __init__(self, segments: dict[int, dict[str, Any]]) -> None:
         self.segments = segments  # ordinal -> ClosedSegment record (events merged)
         self.identities = {_identity(e) for rec in segments.values() for e in rec["events"]}
         self.dirty: set[int] = set()
+        # ordinal -> the record's bytes as received, for segments stored exactly as they came
+        # (the usual case): storing those saves encoding them again.
+        self.received: dict[int, bytes] = {}
 
 
 class EncoderStage:
@@ -112,6 +116,8 @@ class EncoderStage:
         self.rep_codec = AvroCodec("UserRepresentation")
         self._applied: dict[int, int] = {}
         self.totals = StageReport()
+        # Called with the records of each micro-batch once the store holds them (metrics, benchmarks).
+        self.on_applied: Callable[[Sequence[SourceRecord]], None] | None = None
 
     def publish_outbox(self) -> int:
         """Publish what a crash left in the outbox (identical bytes); call once at start-up."""
@@ -137,6 +143,8 @@ class EncoderStage:
             fresh.extend(todo)
         if fresh:
             self._apply(fresh, report, publish=True)
+            if self.on_applied is not None:
+                self.on_applied(fresh)
         self.totals.add(report)
         return report
 
@@ -188,7 +196,7 @@ class EncoderStage:
                 )
                 continue
             report.reasons[segment["close_reason"]] += 1
-            if not self._merge(segment, windows):
+            if not self._merge(segment, windows, record.value or b""):
                 report.duplicates += 1
         if self.config.encode_missing or not publish:
             self._mark_missing_vectors(windows)
@@ -200,8 +208,12 @@ class EncoderStage:
         batch = self.store.batch()
         new_by_user: dict[str, list[StoredSegment]] = defaultdict(list)
         for ((user_id, window), ordinal), vector in zip(changed, vectors, strict=True):
-            rec = windows[(user_id, window)].segments[ordinal]
-            batch.put_segment_events(user_id, window, ordinal, self.codec.encode(rec))
+            state = windows[(user_id, window)]
+            rec = state.segments[ordinal]
+            raw = state.received.get(ordinal)
+            batch.put_segment_events(
+                user_id, window, ordinal, raw if raw is not None else self.codec.encode(rec)
+            )
             stored = _stored_segment(rec, vector)
             batch.put_segment_vector(model_version, stored)
             new_by_user[user_id].append(stored)
@@ -227,7 +239,7 @@ class EncoderStage:
             self.store.clear_outbox(batch.outbox)
             report.published += len(batch.outbox)
 
-    def _merge(self, segment: dict[str, Any], windows: dict[tuple[str, int], _Window]) -> bool:
+    def _merge(self, segment: dict[str, Any], windows: dict[tuple[str, int], _Window], raw: bytes) -> bool:
         """Put the segment's new events into its window; False if it brought none."""
         user_id, window_start = segment["user_id"], segment["window_start_ms"]
         window = windows.get((user_id, window_start))
@@ -248,18 +260,21 @@ class EncoderStage:
             if room > 0:
                 _extend(window.segments[last], new_events[:room], segment)
                 window.dirty.add(last)
+                window.received.pop(last, None)
                 new_events = new_events[room:]
         if new_events:
             # Ordinals are the store's: dense, in arrival order. After a crash the segmenter may
             # re-send a fragment of a segment it already sent; its events are dropped above.
             ordinal = max(window.segments) + 1 if window.segments else 0
-            window.segments[ordinal] = {
+            stored = window.segments[ordinal] = {
                 **segment,
                 "segment_id": segment_id(user_id, window_start, ordinal),
                 "ordinal": ordinal,
                 "events": new_events,
             }
             window.dirty.add(ordinal)
+            if stored == segment:  # all events new, the same ordinal: the bytes as they came
+                window.received[ordinal] = raw
         return True
 
     def _mark_missing_vectors(self, windows: dict[tuple[str, int], _Window]) -> None:
