@@ -23,6 +23,7 @@ from mode import Service
 from encoders import SegmentBatchEncoder
 from store import RocksDBVectorStore, ensure_promoted
 from streams.config import MsliSettings
+from streams.encoder_fit import EncoderFitError, check_encoder_fits
 from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig
 from streams.log_end import log_end_offsets
 from streams.metrics import WorkerMetrics
@@ -62,6 +63,12 @@ class WorkerRuntime:
         torch.set_num_threads(torch_threads(settings))
         self.encoder = encoder or load_encoder(settings)
         self.store = RocksDBVectorStore(settings.state_dir / "store", vector_dtype=settings.vector_dtype)
+        try:
+            for warning in check_encoder_fits(self.encoder, settings, self.store):
+                log.warning("%s", warning)
+        except EncoderFitError:
+            self.store.close()
+            raise
         # A new store serves the first model it gets; later checkpoints wait for `msli store promote`.
         ensure_promoted(self.store, self.encoder.model_version)
         self.owned_segment_partitions: set[int] = set()  # closed-segments partitions faust assigned
