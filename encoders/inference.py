@@ -47,7 +47,7 @@ from encoders.model import N_TIME_FEATURES, SegmentEncoder, SegmentEncoderConfig
 from encoders.vocab import ItemVocabulary
 from schemas import ACTIONS
 
-__all__ = ["SegmentBatchEncoder", "SegmentInput", "bucket_lengths", "segment_arrays"]
+__all__ = ["SegmentBatchEncoder", "SegmentInput", "bucket_lengths", "pad_segments", "segment_arrays"]
 
 _SMALLEST_BUCKET = 8
 _ACTION_INDEX = {name: i for i, name in enumerate(ACTIONS)}
@@ -159,6 +159,25 @@ def _as_float(value: Any, index: int) -> float:
         raise EncoderError(f"segment {index}: weight {value!r} is not a number") from None
 
 
+def pad_segments(
+    arrays: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], length: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack segment_arrays outputs into (B, length) model inputs: real events first, then padding
+    rows and zeros."""
+    B = len(arrays)
+    items = np.zeros((B, length), dtype=np.int64)
+    actions = np.zeros((B, length), dtype=np.int64)
+    features = np.zeros((B, length, N_TIME_FEATURES), dtype=np.float32)
+    mask = np.zeros((B, length), dtype=np.bool_)
+    for r, (rows, acts, feats) in enumerate(arrays):
+        n = len(rows)
+        items[r, :n] = rows
+        actions[r, :n] = acts
+        features[r, :n] = feats
+        mask[r, :n] = True
+    return tuple(torch.from_numpy(a).to(device) for a in (items, actions, features, mask))  # type: ignore[return-value]
+
+
 def _resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -263,6 +282,7 @@ class SegmentBatchEncoder:
         autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self._device.type == "cuda":
             autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+        done: list[tuple[list[int], torch.Tensor]] = []
         with torch.inference_mode(), autocast:
             for length in sorted(by_bucket):
                 members = by_bucket[length]
@@ -272,27 +292,13 @@ class SegmentBatchEncoder:
                     batch = [arrays[i] for i in chunk]
                     if len(batch) == 1:  # never a batch of one; see the module docstring
                         batch.append(batch[0])
-                    vectors = self._model(*self._pad(batch, length))  # (B, dim)
-                    out[chunk] = vectors[: len(chunk)].float().cpu().numpy()
+                    vectors = self._model(*pad_segments(batch, length, self._device))  # (B, dim)
+                    done.append((chunk, vectors[: len(chunk)]))
+        # Copied back only now: on a GPU each copy waits for its kernels, and waiting inside the
+        # loop would leave the GPU idle while the next pass is padded and launched.
+        for chunk, vectors in done:
+            out[chunk] = vectors.float().cpu().numpy()
         return out
-
-    def _pad(
-        self, arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]], length: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stack segments into (B, length) tensors; real events first, padding rows and zeros after."""
-        B = len(arrays)
-        items = np.zeros((B, length), dtype=np.int64)
-        actions = np.zeros((B, length), dtype=np.int64)
-        features = np.zeros((B, length, N_TIME_FEATURES), dtype=np.float32)
-        mask = np.zeros((B, length), dtype=np.bool_)
-        for r, (rows, acts, feats) in enumerate(arrays):
-            n = len(rows)
-            items[r, :n] = rows
-            actions[r, :n] = acts
-            features[r, :n] = feats
-            mask[r, :n] = True
-        dev = self._device
-        return tuple(torch.from_numpy(a).to(dev) for a in (items, actions, features, mask))  # type: ignore[return-value]
 
     def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray:
         """Return the (n, dim) float32 embeddings candidates are scored with (OOV row for unknown ids)."""

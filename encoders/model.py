@@ -1,6 +1,6 @@
 """The segment encoder: a small transformer that turns one closed segment's events into one vector.
 
-The CPU forward pass is built so that a segment's vector depends on that segment alone (and the
+In eval mode, the CPU forward pass is built so that a segment's vector depends on that segment alone (and the
 bucket length it is padded to), never on the other rows of its batch: each segment goes through
 its own matrix products (SegmentLinear, attention per segment and head), LayerNorm and softmax
 work row by row, and the only elementwise ops are exactly rounded ones (add, mul, div, ReLU).
@@ -103,6 +103,11 @@ class SegmentLinear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            # Training folds the batch into one GEMM: the same up to float rounding, and 2.5x faster
+            # for 8-event segments on one CPU thread (measured; about even for 32-200 events). Only
+            # inference (eval mode) promises vectors that are bit-identical whatever the batch.
+            return F.linear(x, self.weight, self.bias)
         w = self.weight.t().expand(x.size(0), -1, -1)  # (B, in, out), a view of one matrix
         y = torch.bmm(x, w)  # (B, T, in) @ (B, in, out) -> (B, T, out)
         return y if self.bias is None else y + self.bias
@@ -128,6 +133,8 @@ class SelfAttention(nn.Module):
         q = q.view(B, T, self.n_heads, hs).transpose(1, 2).contiguous()  # (B, nh, T, hs)
         k = k.view(B, T, self.n_heads, hs).transpose(1, 2).contiguous()  # (B, nh, T, hs)
         v = v.view(B, T, self.n_heads, hs).transpose(1, 2).contiguous()  # (B, nh, T, hs)
+        # Not the fused kernel on CPU, even while training: its CPU backward is not reproducible with
+        # more than one thread (measured: 1 of 4 seeded runs differed), and training must be.
         y = attend(q, k, v, key_mask, dropout=self.dropout if self.training else 0.0, fused=x.is_cuda)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_drop(self.c_proj(y))

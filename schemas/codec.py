@@ -12,6 +12,8 @@ from typing import Any
 
 import fastavro
 
+from schemas import fast_paths
+
 __all__ = [
     "ACTIONS",
     "CLOSE_REASONS",
@@ -87,9 +89,16 @@ class AvroCodec:
         self.schema = load_schema(schema_name)
         self.schema_id = schema_id
         self._header = b"" if schema_id is None else _CONFLUENT_HEADER.pack(_CONFLUENT_MAGIC, schema_id)
+        # Hand-written paths for the hot records; they return None where fastavro must decide.
+        self._fast_decode = fast_paths.decoder(schema_name, ACTIONS)
+        self._fast_encode = fast_paths.encoder(schema_name, ACTIONS, CLOSE_REASONS)
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """Serialise one record; raise SchemaError naming the problem if it does not fit."""
+        if self._fast_encode is not None:
+            body = self._fast_encode(record)
+            if body is not None:
+                return self._header + body
         buf = io.BytesIO()
         buf.write(self._header)
         try:
@@ -100,6 +109,10 @@ class AvroCodec:
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """Read one record; raise SchemaError if the bytes are not exactly one record of this schema."""
+        if self._fast_decode is not None and data.startswith(self._header):
+            fast = self._fast_decode(data, len(self._header))
+            if fast is not None:
+                return fast
         buf = io.BytesIO(data)
         self._read_header(buf)
         try:

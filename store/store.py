@@ -147,6 +147,13 @@ class RocksDBVectorStore:
         prefix = keys.segment_events_prefix(user_id) + struct.pack(">q", window_start_ms)
         return [(keys.parse_segment_suffix(k)[1], v) for k, v in self._scan(prefix)]
 
+    def segment_event_records(self, limit: int) -> Iterator[bytes]:
+        """Up to `limit` stored ClosedSegment records, in key order (a sample for sanity checks)."""
+        for n, (_, value) in enumerate(self._scan(keys.EVENTS)):
+            if n >= limit:
+                return
+            yield value
+
     def newest_segments(self, model_version: str, user_id: str, k: int) -> list[StoredSegment]:
         """The user's k newest segment vectors (by window start, then ordinal), newest first."""
         prefix = keys.segment_vector_prefix(model_version, user_id)

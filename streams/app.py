@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
+import torch
 from confluent_kafka import Consumer
 from mode import Service
 
 from encoders import SegmentBatchEncoder
 from store import RocksDBVectorStore, ensure_promoted
 from streams.config import MsliSettings
+from streams.encoder_fit import EncoderFitError, check_encoder_fits
 from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig
 from streams.kafka_auth import faust_credentials
 from streams.log_end import log_end_offsets
@@ -30,9 +33,9 @@ from streams.operations import WorkerOperations
 from streams.publisher import KafkaPublisher, producer_config
 from streams.segment_reader import read_partition_range
 from streams.segmenter import Segmenter
-from streams.topics import ensure_topics
+from streams.topics import closable_at_ms, ensure_topics
 
-__all__ = ["WorkerRuntime", "load_encoder", "run_worker"]
+__all__ = ["WorkerRuntime", "load_encoder", "run_worker", "torch_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,13 @@ def load_encoder(settings: MsliSettings) -> SegmentBatchEncoder:
     return SegmentBatchEncoder.untrained(seed=0, device=settings.device)
 
 
+def torch_threads(settings: MsliSettings) -> int:
+    """The encoder's intra-op threads. The segmenter thread needs a core of its own: with torch on
+    every core, OpenMP's spinning workers and the segmenter preempt each other. A worker on 2 busy
+    cores ran 2,873 events/s end to end with 2 threads, 8,341 with 1 (docs/performance.md)."""
+    return settings.torch_threads or max(1, (os.cpu_count() or 2) - 1)
+
+
 class WorkerRuntime:
     """Everything one worker process holds, built before faust starts so errors surface early."""
 
@@ -51,8 +61,15 @@ class WorkerRuntime:
         self.settings = settings
         client = settings.kafka_client_config()
         ensure_topics(settings)
+        torch.set_num_threads(torch_threads(settings))
         self.encoder = encoder or load_encoder(settings)
         self.store = RocksDBVectorStore(settings.state_dir / "store", vector_dtype=settings.vector_dtype)
+        try:
+            for warning in check_encoder_fits(self.encoder, settings, self.store):
+                log.warning("%s", warning)
+        except EncoderFitError:
+            self.store.close()
+            raise
         # A new store serves the first model it gets; later checkpoints wait for `msli store promote`.
         ensure_promoted(self.store, self.encoder.model_version)
         self.owned_segment_partitions: set[int] = set()  # closed-segments partitions faust assigned
@@ -199,8 +216,10 @@ def build_app(
             settings.encode_batch_size, within=settings.encode_batch_seconds
         ):
             records = [
-                SourceRecord(e.message.partition, e.message.offset, e.message.value, e.message.key)
-                for e in events
+                SourceRecord(
+                    m.partition, m.offset, m.value, key=m.key, closable_at_ms=closable_at_ms(m.headers)
+                )
+                for m in (e.message for e in events)
             ]
             try:
                 await loop.run_in_executor(runtime.executor, runtime.stage.process, records)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -68,8 +69,13 @@ def _settings(ctx: click.Context, **overrides: Any) -> MsliSettings:
     help="Events to generate when MovieLens is not in MSLI_DATA_DIR.",
 )
 @click.option("--user", "user_id", help="User whose recommendations to print (default: the most active).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A trained encoder (default: MSLI_ENCODER_CHECKPOINT, else a quick one is trained first).",
+)
 @click.pass_context
-def demo(ctx: click.Context, synthetic_events: int, user_id: str | None) -> None:
+def demo(ctx: click.Context, synthetic_events: int, user_id: str | None, checkpoint: Path | None) -> None:
     """Start a local broker (unless one is configured), replay a data set, run the worker until it
     has caught up, and print a summary and one user's recommendations."""
     from streams.demo import DemoOptions, run_demo
@@ -81,7 +87,7 @@ def demo(ctx: click.Context, synthetic_events: int, user_id: str | None) -> None
     settings = settings.model_copy(
         update={k: v for k, v in demo_defaults.items() if k not in settings.model_fields_set}
     )
-    run_demo(settings, DemoOptions(synthetic_events=synthetic_events, user_id=user_id))
+    run_demo(settings, DemoOptions(synthetic_events=synthetic_events, user_id=user_id, checkpoint=checkpoint))
 
 
 @cli.command()
@@ -286,6 +292,192 @@ def store_sync(ctx: click.Context, replica_dir: Path, until_caught_up: bool) -> 
         signal.signal(sig, lambda *_: sync.stop())
     sync.run(until_caught_up=until_caught_up)
     click.echo(f"replica {replica_dir}: {sync.records:,} representations applied")
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="CI-sized run (about a minute): 40,000 events, short phases.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write every figure here.",
+)
+@click.option(
+    "--chart",
+    "chart_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("msli-bench.png"),
+    show_default=True,
+    help="PNG chart of the main rows.",
+)
+@click.option("--events", type=click.IntRange(min=1_000), help="Events in the load (default 1,000,000).")
+@click.option("--users", type=click.IntRange(min=1), help="Users in the load (default: events / 10).")
+@click.option(
+    "--rows",
+    default="all",
+    show_default=True,
+    help="Comma-separated row groups: broker, faust, segmenter, worker, encoder, store.",
+)
+@click.option("--offered-rate", default=10_000.0, show_default=True, help="Events/s for the freshness row.")
+@click.pass_context
+def bench(
+    ctx: click.Context,
+    quick: bool,
+    json_path: Path | None,
+    chart_path: Path,
+    events: int | None,
+    users: int | None,
+    rows: str,
+    offered_rate: float,
+) -> None:
+    """Measure throughput, freshness, encoder, scoring and store figures side by side in one run, on
+    a local broker unless one is configured; print a table, write a PNG chart (and JSON)."""
+    from streams.bench import ROW_GROUPS, BenchOptions, run_bench
+
+    groups = ROW_GROUPS if rows == "all" else tuple(g.strip() for g in rows.split(",") if g.strip())
+    unknown = sorted(set(groups) - set(ROW_GROUPS))
+    if unknown:
+        raise ConfigError(f"--rows: unknown row group {unknown[0]!r}; known: {', '.join(ROW_GROUPS)}")
+    if ctx.obj["log_level"] == "info":  # the table says it all; keep warnings
+        logging.getLogger().setLevel(logging.WARNING)
+    options = BenchOptions(quick=quick, events=events, users=users, offered_rate=offered_rate, groups=groups)
+    # SIGTERM unwinds like Ctrl-C, so the local broker and the temporary state are cleaned up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    report = run_bench(_settings(ctx), options)
+    click.echo(report.table())
+    report.write_chart(chart_path)
+    click.echo(f"chart: {chart_path}")
+    if json_path is not None:
+        report.write_json(json_path)
+        click.echo(f"json: {json_path}")
+
+
+@cli.command()
+@click.argument("events_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Checkpoint directory to write.",
+)
+@click.option("--quick", is_flag=True, help="A small model and few epochs (tests, demos).")
+@click.option(
+    "--epochs", type=click.IntRange(1), help="At most this many epochs (early stopping may end sooner)."
+)
+@click.option(
+    "--objective",
+    type=click.Choice(["segments", "history"]),
+    default="segments",
+    show_default=True,
+    help="segments: late interaction over closed segments; history: the full-history reference.",
+)
+@click.option("--aggregator", type=click.Choice(["maxsim", "attention", "fused"]), help="Default: maxsim.")
+@click.option(
+    "--dim", type=click.IntRange(8), help="Model width (a multiple of 8); default 64, 32 with --quick."
+)
+@click.option("--layers", type=click.IntRange(1), help="Transformer blocks.")
+@click.option("--heads", type=click.IntRange(1), help="Attention heads.")
+@click.option(
+    "--history-events",
+    "history_max_events",
+    type=click.IntRange(8),
+    help="--objective history: read this many latest events (rounded up to a multiple of 8; default 200).",
+)
+@click.option("--seed", type=int, help="Seed of weights, dropout and shuffling (default 0).")
+@click.pass_context
+def train(ctx: click.Context, events_file: Path, out_dir: Path, quick: bool, **options: Any) -> None:
+    """Train the segment encoder on EVENTS_FILE (cut by the worker's closing rules) into a checkpoint.
+
+    Each user's last event is held out for testing and the one before for early stopping."""
+    from encoders.commands import train_checkpoint
+    from encoders.training import TrainingConfig
+    from streams.readers import read_events
+    from streams.windowing import SegmentationConfig
+
+    settings = _settings(ctx)
+    renamed = {"layers": "n_layers", "heads": "n_heads"}
+    changes = {renamed.get(k, k): v for k, v in options.items() if v is not None}
+    config = (TrainingConfig.quick if quick else TrainingConfig)(device=settings.device, **changes)
+    train_checkpoint(
+        read_events(events_file),
+        events_file.name,
+        out_dir,
+        SegmentationConfig.from_settings(settings),
+        settings.top_k_segments,
+        settings.recency_half_life_seconds * 1000,
+        config,
+    )
+
+
+@cli.command()
+@click.argument("events_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--checkpoint",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A checkpoint written by `msli train`.",
+)
+@click.option(
+    "--history-checkpoint",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The full-history reference (`msli train --objective history`); trained here if not given.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON instead of the table.")
+@click.option(
+    "--timing-seconds",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="Length of each of the five timed runs per scorer (shorter is quicker and noisier).",
+)
+@click.pass_context
+def evaluate(
+    ctx: click.Context,
+    events_file: Path,
+    checkpoint: Path,
+    history_checkpoint: Path | None,
+    as_json: bool,
+    timing_seconds: float,
+) -> None:
+    """Print the quality table for CHECKPOINT on EVENTS_FILE: leave-one-out by time, all items
+    ranked, HR@10 and NDCG@10, with the encoder and scoring cost of each method."""
+    from encoders.commands import evaluate_checkpoint
+    from streams.readers import read_events
+
+    settings = _settings(ctx)
+    report = evaluate_checkpoint(
+        read_events(events_file),
+        events_file.name,
+        checkpoint,
+        history_checkpoint,
+        settings.vector_dtype,
+        timing=timing_seconds,
+    )
+    if as_json:
+        click.echo(json.dumps({"command": " ".join(sys.argv), **report.as_json()}, indent=2))
+    else:
+        click.echo(report.text())
+
+
+@cli.command("export-items")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Default: the worker's MSLI_ENCODER_CHECKPOINT.",
+)
+@click.pass_context
+def export_items(ctx: click.Context, out: Path, checkpoint: Path | None) -> None:
+    """Write the candidate item vectors rankers score against representations to OUT (.npz or
+    .jsonl), stamped with the model version."""
+    from encoders.commands import export_items as export
+
+    checkpoint = checkpoint or _settings(ctx).encoder_checkpoint
+    if checkpoint is None:
+        raise click.UsageError("name a checkpoint: --checkpoint DIR or MSLI_ENCODER_CHECKPOINT")
+    count, version = export(checkpoint, out)
+    click.echo(f"wrote {count:,} item vectors of model {version} to {out}")
 
 
 def main(argv: list[str] | None = None) -> None:

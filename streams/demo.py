@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from encoders import maxsim_scores
+from encoders.commands import train_checkpoint
+from encoders.training import TrainingConfig
 from store import RocksDBVectorStore
 from streams.app import WorkerRuntime, load_encoder, run_worker
 from streams.broker import LocalBroker
@@ -26,6 +28,7 @@ from streams.progress import Progress
 from streams.query import read_representation
 from streams.readers import ItemCatalogue, item_file_for, read_events, read_item_catalogue, sort_by_event_time
 from streams.synthetic import generate
+from streams.windowing import SegmentationConfig
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -37,6 +40,8 @@ class DemoOptions:
     synthetic_events: int = 100_000  # used when MovieLens is not in settings.data_dir
     user_id: str | None = None  # whose recommendations to print; default: the most active user
     keep_state: bool = False  # keep an earlier demo's store instead of starting empty
+    # a trained encoder; default: MSLI_ENCODER_CHECKPOINT, else a quick one trained first
+    checkpoint: Path | None = None
 
 
 @dataclass
@@ -52,6 +57,8 @@ def run_demo(settings: MsliSettings, options: DemoOptions) -> None:
         f"data: {data.name}: {len(data.events):,} events, "
         f"{len({e['user_id'] for e in data.events}):,} users, {len(data.catalogue.titles):,} items"
     )
+    checkpoint = options.checkpoint or settings.encoder_checkpoint or _train_quick_model(settings, data)
+    settings = settings.model_copy(update={"encoder_checkpoint": checkpoint})
     with _broker(settings) as bootstrap:
         settings = settings.model_copy(update={"bootstrap_servers": bootstrap})
         if not options.keep_state:
@@ -64,6 +71,23 @@ def run_demo(settings: MsliSettings, options: DemoOptions) -> None:
     _recommendations(settings, data, encoder, options.user_id)
     msli = Path(sys.executable).with_name("msli")
     print(f"\nquery any user:  MSLI_STATE_DIR={settings.state_dir} {msli} query USER_ID [--json]")
+
+
+def _train_quick_model(settings: MsliSettings, data: _DataSet) -> Path:
+    """Train a small model on the demo's data with the worker's closing rules (about a minute on 2 cores)."""
+    out = settings.state_dir / "model"
+    print(f"training a quick model on {data.name} (pass --checkpoint to use a trained one)")
+    train_checkpoint(
+        data.events,
+        data.name,
+        out,
+        SegmentationConfig.from_settings(settings),
+        settings.top_k_segments,
+        settings.recency_half_life_seconds * 1000,
+        TrainingConfig.quick(device=settings.device),
+        echo=print,
+    )
+    return out
 
 
 def _load_data(settings: MsliSettings, options: DemoOptions) -> _DataSet:
@@ -159,11 +183,23 @@ def _recommendations(settings: MsliSettings, data: _DataSet, encoder: Any, user_
     items = sorted(set(data.catalogue.titles) or {e["item_id"] for e in data.events})
     scores = maxsim_scores(vectors, weights, encoder.item_vectors(items))
     order = [i for i in np.argsort(-scores, kind="stable") if items[i] not in seen][:10]
-    recent = [e for e in data.events if e["user_id"] == user][-5:]
+    latest = [e for e in data.events if e["user_id"] == user][-10:]
     print(f"\nuser {user}: {per_user[user]} events, {len(rep['segments'])} segments in the representation")
-    print("  latest events:")
-    for e in recent:
-        print(f"    {data.catalogue.title(e['item_id'])}")
-    print("  top 10 unseen items by late-interaction score (recency-weighted MaxSim):")
-    for rank, i in enumerate(order, start=1):
-        print(f"    {rank:>2}. {data.catalogue.title(items[i]):<60} {scores[i]:+.3f}")
+    left = [f"{_what(e)}  {data.catalogue.title(e['item_id'])}" for e in latest]
+    right = [f"{rank:>2}. {data.catalogue.title(items[i])}" for rank, i in enumerate(order, start=1)]
+    print(f"  {'latest events':<48}  top 10 unseen by late interaction (recency-weighted MaxSim)")
+    for n in range(max(len(left), len(right))):
+        a = left[n] if n < len(left) else ""
+        b = right[n] if n < len(right) else ""
+        print(f"  {_clip(a, 48):<48}  {_clip(b, 60)}")
+
+
+def _what(event: dict[str, Any]) -> str:
+    """A rating as "4/5", any other action by name."""
+    if event["action"] == "rate" and event.get("weight") is not None:
+        return f"{event['weight']:g}/5"
+    return event["action"]
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

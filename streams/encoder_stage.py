@@ -55,6 +55,7 @@ class SourceRecord:
     offset: int
     value: bytes | None
     key: bytes | None = None
+    closable_at_ms: int | None = None  # from the segmenter's header; lets observers measure freshness
 
 
 # Reads closed-segments[partition] from `start` up to `end` (exclusive), in chunks.
@@ -98,12 +99,15 @@ class StageReport:
 class _Window:
     """One user's window as stored plus this batch's changes: events per ordinal, identities seen."""
 
-    __slots__ = ("dirty", "identities", "segments")
+    __slots__ = ("dirty", "identities", "received", "segments")
 
     def __init__(self, segments: dict[int, dict[str, Any]]) -> None:
         self.segments = segments  # ordinal -> ClosedSegment record (events merged)
         self.identities = {_identity(e) for rec in segments.values() for e in rec["events"]}
         self.dirty: set[int] = set()
+        # ordinal -> the record's bytes as received, for segments stored exactly as they came
+        # (the usual case): storing those saves encoding them again.
+        self.received: dict[int, bytes] = {}
 
 
 class EncoderStage:
@@ -128,6 +132,8 @@ class EncoderStage:
         self._dead_letters_unflushed = False
         self._applied: dict[int, int] = {}
         self.totals = StageReport()
+        # Called with the records of each micro-batch once the store holds them (metrics, benchmarks).
+        self.on_applied: Callable[[Sequence[SourceRecord]], None] | None = None
 
     def publish_outbox(self) -> int:
         """Publish what a crash left unpublished, oldest first: the outbox (identical bytes), then
@@ -157,14 +163,12 @@ class EncoderStage:
                 if record.offset > applied + 1 and self.restorer is not None:
                     # The store lacks what another worker, or a deleted store, applied. Apply what
                     # came before the gap first, so each window still sees its records in order.
-                    if fresh:
-                        self._apply(fresh, report, publish=True)
-                        fresh = []
+                    self._apply_fresh(fresh, report)
+                    fresh = []
                     self._restore(partition, applied + 1, record.offset, report)
                 fresh.append(record)
                 applied = record.offset
-        if fresh:
-            self._apply(fresh, report, publish=True)
+        self._apply_fresh(fresh, report)
         self.totals.add(report)
         return report
 
@@ -179,6 +183,12 @@ class EncoderStage:
         return report
 
     # --- internals -------------------------------------------------------------------------------
+    def _apply_fresh(self, fresh: list[SourceRecord], report: StageReport) -> None:
+        if fresh:
+            self._apply(fresh, report, publish=True)
+            if self.on_applied is not None:
+                self.on_applied(fresh)
+
     def _restore(self, partition: int, start: int, end: int, report: StageReport) -> None:
         """Fill the store from Kafka (a cold start, or a partition that moved here), then publish
         each restored user's final representation once, never an older state."""
@@ -238,7 +248,7 @@ class EncoderStage:
                 self._dead_letter(record, "missing-user", f"user_id {segment['user_id']!r}")
                 continue
             report.reasons[segment["close_reason"]] += 1
-            outcome = self._merge(segment, windows)
+            outcome = self._merge(segment, windows, record.value or b"")
             if outcome == "duplicate":
                 report.duplicates += 1
             elif outcome == "capped":
@@ -257,8 +267,12 @@ class EncoderStage:
         batch = self.store.batch()
         new_by_user: dict[str, list[StoredSegment]] = defaultdict(list)
         for ((user_id, window), ordinal), vector in zip(changed, vectors, strict=True):
-            rec = windows[(user_id, window)].segments[ordinal]
-            batch.put_segment_events(user_id, window, ordinal, self.codec.encode(rec))
+            state = windows[(user_id, window)]
+            rec = state.segments[ordinal]
+            raw = state.received.get(ordinal)
+            batch.put_segment_events(
+                user_id, window, ordinal, raw if raw is not None else self.codec.encode(rec)
+            )
             stored = _stored_segment(rec, vector)
             batch.put_segment_vector(model_version, stored)
             new_by_user[user_id].append(stored)
@@ -303,7 +317,7 @@ class EncoderStage:
         )
         self._dead_letters_unflushed = True
 
-    def _merge(self, segment: dict[str, Any], windows: dict[tuple[str, int], _Window]) -> str:
+    def _merge(self, segment: dict[str, Any], windows: dict[tuple[str, int], _Window], raw: bytes) -> str:
         """Put the segment's new events into its window: "merged"; "duplicate" if it brought none;
         "capped" if some found the window at its segment cap (those are not stored)."""
         user_id, window_start = segment["user_id"], segment["window_start_ms"]
@@ -325,6 +339,7 @@ class EncoderStage:
             if room > 0:
                 _extend(window.segments[last], new_events[:room], segment)
                 window.dirty.add(last)
+                window.received.pop(last, None)
                 new_events = new_events[room:]
         if new_events and len(window.segments) >= self.config.max_segments:
             # Forget them again: a window's identities are exactly its stored events, whatever the batch.
@@ -334,13 +349,15 @@ class EncoderStage:
             # Ordinals are the store's: dense, in arrival order. After a crash the segmenter may
             # re-send a fragment of a segment it already sent; its events are dropped above.
             ordinal = max(window.segments) + 1 if window.segments else 0
-            window.segments[ordinal] = {
+            stored = window.segments[ordinal] = {
                 **segment,
                 "segment_id": segment_id(user_id, window_start, ordinal),
                 "ordinal": ordinal,
                 "events": new_events,
             }
             window.dirty.add(ordinal)
+            if stored == segment:  # all events new, the same ordinal: the bytes as they came
+                window.received[ordinal] = raw
         return "merged"
 
     def _mark_missing_vectors(self, windows: dict[tuple[str, int], _Window]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Message, TopicPartition
 
 from schemas import AvroCodec
 from streams.checkpoints import CheckpointLog
@@ -24,7 +24,8 @@ from streams.config import MsliSettings
 from streams.dead_letters import DeadLetterSink
 from streams.events import BadEvent, EventValidator
 from streams.faults import crash_point
-from streams.publisher import KafkaPublisher, producer_config
+from streams.publisher import Headers, KafkaPublisher, producer_config
+from streams.topics import CLOSABLE_AT_HEADER
 from streams.windowing import SegmentationConfig, SegmentCloser
 
 __all__ = ["Segmenter", "SegmenterStats"]
@@ -77,6 +78,8 @@ class Segmenter:
         )
         self.codec = AvroCodec("ClosedSegment")
         self.closers: dict[int, SegmentCloser] = {}
+        # Per partition, when each record now in closer.closed became closable (wall-clock ms).
+        self._closable_at: dict[int, list[int]] = {}
         self.stats = SegmenterStats()
         self._last_record_at: dict[int, float] = {}
         self._stop = threading.Event()
@@ -135,6 +138,7 @@ class Segmenter:
                 continue
             self.stats.events += 1
             late_before, capped_before = len(closer.late_offsets), len(closer.capped_offsets)
+            closed_before = len(closer.closed)
             closer.add(
                 offset,
                 event["user_id"],
@@ -144,6 +148,10 @@ class Segmenter:
                 event["weight"],
                 event["event_id"],
             )
+            if len(closer.closed) > closed_before:  # this event made segments closable
+                ts_type, ts = msg.timestamp()
+                stamp = ts if ts_type != TIMESTAMP_NOT_AVAILABLE and ts > 0 else now_ms
+                self._stamp(partition, len(closer.closed) - closed_before, stamp)
             if len(closer.late_offsets) > late_before:
                 self._dead_letter(msg, "late", f"window closed; watermark {closer.watermark}")
             elif len(closer.capped_offsets) > capped_before:
@@ -153,12 +161,22 @@ class Segmenter:
                 )
         self._emit_closed()
 
+    def _stamp(self, partition: int, count: int, closable_at_ms: int) -> None:
+        self._closable_at.setdefault(partition, []).extend([closable_at_ms] * count)
+
     def _emit_closed(self) -> None:
         for partition, closer in self.closers.items():
-            for record in closer.closed:
+            stamps = self._closable_at.pop(partition, [])
+            for i, record in enumerate(closer.closed):
                 self.stats.closed[record["close_reason"]] += 1
+                headers: Headers | None = (
+                    [(CLOSABLE_AT_HEADER, str(stamps[i]).encode())] if i < len(stamps) else None
+                )
                 self.publisher.send(
-                    self.settings.segments_topic, record["user_id"].encode(), self.codec.encode(record)
+                    self.settings.segments_topic,
+                    record["user_id"].encode(),
+                    self.codec.encode(record),
+                    headers,
                 )
             closer.closed.clear()
             closer.late_offsets.clear()
@@ -176,9 +194,26 @@ class Segmenter:
             if (
                 closer.open_windows
                 and now - self._last_record_at.get(partition, now) >= self.settings.partition_idle_seconds
+                and not self._has_unread_records(partition, closer.next_offset)
             ):
+                closed_before = len(closer.closed)
                 closer.advance_watermark(int(now * 1000))
+                self._stamp(partition, len(closer.closed) - closed_before, int(now * 1000))
         self._emit_closed()
+
+    def _has_unread_records(self, partition: int, next_offset: int) -> bool:
+        """Whether the broker holds records of `partition` this consumer has not read yet.
+
+        While catching up, librdkafka hands over one partition's fetched records after another,
+        so a partition with a backlog can go without records for a while; it is behind, not
+        quiet, and following the clock would make all its backlog late. The high watermark is
+        the one cached from fetch responses (no broker round trip); unknown counts as no backlog.
+        (The local broker reports it short by up to one record batch, which is in flight anyway.)
+        """
+        if next_offset < 0:
+            return False
+        _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, partition), cached=True)
+        return high > next_offset
 
     def _dead_letter(self, msg: Message, reason: str, detail: str) -> None:
         self.stats.dead_letters += 1
@@ -274,6 +309,7 @@ class Segmenter:
         for p in revoked:
             self.closers.pop(p, None)
             self._last_record_at.pop(p, None)
+            self._closable_at.pop(p, None)
         log.info("revoked %s[%s]", self.topic, ",".join(map(str, revoked)))
 
     def describe(self) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -11,9 +13,29 @@ from streams.config import MsliSettings
 from streams.errors import BrokerError
 from streams.publisher import MAX_RECORD_BYTES
 
-__all__ = ["ensure_topics", "topic_specs"]
+__all__ = ["CLOSABLE_AT_HEADER", "closable_at_ms", "ensure_topics", "topic_specs"]
 
 log = logging.getLogger(__name__)
+
+# A header on closed-segments records: wall-clock ms when the segment became closable (the Kafka
+# timestamp of the event that closed it, or the time a quiet partition's watermark followed the
+# clock). Headers leave the record bytes, which must be deterministic, alone; freshness is
+# measured from it.
+CLOSABLE_AT_HEADER = "msli.closable_at_ms"
+
+
+def closable_at_ms(headers: Any) -> int | None:
+    """The closable-at stamp from a record's headers (a list of pairs or a mapping), if any."""
+    if not headers:
+        return None
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in pairs:
+        if name == CLOSABLE_AT_HEADER and value:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def topic_specs(settings: MsliSettings) -> dict[str, tuple[int, dict[str, str]]]:

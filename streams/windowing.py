@@ -91,7 +91,9 @@ class SegmentCloser:
         # Insertion order is offset order, so the first window is the oldest: the checkpoint is O(1).
         self._windows: dict[tuple[str, int], _WindowState] = {}
         self._window_deadlines: list[tuple[int, str, int]] = []  # (close at, user, window start)
-        self._idle_deadlines: list[tuple[int, str, int, int]] = []  # (close at, user, window, ordinal)
+        # (close at, user, window, ordinal): one entry per open segment, pushed with its first event
+        # and moved later only when it comes due (a per-event push made the heap grow with events).
+        self._idle_deadlines: list[tuple[int, str, int, int]] = []
         self.closed: list[dict[str, Any]] = []  # ClosedSegment records, drained by the caller
         self.late_offsets: list[int] = []  # offsets of late events to dead-letter (policy dead-letter)
         self.capped_offsets: list[int] = []  # offsets of events over the segments-per-window cap
@@ -138,14 +140,21 @@ class SegmentCloser:
             segment.events.append((item_id, action, event_time_ms, weight, event_id))
             segment.last_offset = offset
             if event_time_ms > segment.last_ms:
+                if segment.last_ms == NO_WATERMARK:
+                    heapq.heappush(
+                        self._idle_deadlines,
+                        (event_time_ms + cfg.user_idle_ms, user_id, window, segment.ordinal),
+                    )
                 segment.last_ms = event_time_ms
-                heapq.heappush(
-                    self._idle_deadlines, (event_time_ms + cfg.user_idle_ms, user_id, window, segment.ordinal)
-                )
             if len(segment.events) >= cfg.max_events:
                 self._close(user_id, window, state, "size")
         if event_time_ms > self.watermark:
-            self.advance_watermark(event_time_ms)
+            # Most advances close nothing: look at the two deadlines before paying for the call.
+            deadlines, idle = self._window_deadlines, self._idle_deadlines
+            if (deadlines and deadlines[0][0] <= event_time_ms) or (idle and idle[0][0] <= event_time_ms):
+                self.advance_watermark(event_time_ms)
+            else:
+                self.watermark = event_time_ms
 
     def advance_watermark(self, watermark: int) -> None:
         """Move the watermark forward (never back) and close what it makes due."""
@@ -159,18 +168,20 @@ class SegmentCloser:
             if state.open is not None:
                 self._close(user_id, window, state, "window")
         idle = self._idle_deadlines
+        idle_ms = self.config.user_idle_ms
         while idle and idle[0][0] <= watermark:
             close_at, user_id, window, ordinal = heapq.heappop(idle)
             maybe = self._windows.get((user_id, window))
             segment = maybe.open if maybe is not None else None
-            # Entries go stale when a segment closed or got a newer event: skip those.
-            if (
-                maybe is not None
-                and segment is not None
-                and segment.ordinal == ordinal
-                and segment.last_ms + self.config.user_idle_ms == close_at
-            ):
+            if maybe is None or segment is None or segment.ordinal != ordinal:
+                continue  # that segment closed already
+            due = segment.last_ms + idle_ms
+            if due == close_at:
                 self._close(user_id, window, maybe, "idle")
+            else:
+                # Newer events moved its deadline: back in the heap at the right place, so that
+                # closes happen in (deadline, user, window, ordinal) order as if pushed per event.
+                heapq.heappush(idle, (due, user_id, window, ordinal))
 
     # --- state -----------------------------------------------------------------------------------
     def checkpoint(self) -> tuple[int, int] | None:

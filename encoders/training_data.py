@@ -1,0 +1,119 @@
+"""Training and validation examples from a SegmentedLog, and the padded tensors a forward pass takes.
+
+Segments objective. Every training event is a target scored from the user's state when it arrived
+(the newest K segments closed before it; see encoders.segmented_log). Consecutive events share a
+state until the next segment closes, so examples are grouped by state: each state's segments are
+encoded and scored against all items once, and every target of that state reads the same scores.
+A batch is a group of users, so each of their segments is encoded once per epoch however many
+states hold it. Events that arrive before the user's first segment closes have no state and train
+nothing (a ranker has no representation for that user yet).
+
+History objective (the full-history reference). Each target is scored from one vector: the same
+encoder run over the user's last `history_max_events` events before it, re-encoded per event.
+Every prefix needs its own forward pass, so each epoch samples a few targets per user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from encoders.inference import SegmentInput, pad_segments, segment_arrays
+from encoders.model import SegmentEncoderConfig
+from encoders.objectives import recency_log_weights
+from encoders.segmented_log import SegmentedLog, UserState
+from encoders.vocab import ItemVocabulary
+
+__all__ = ["ScoredState", "SegmentExamples", "pad_arrays", "state_tensors"]
+
+SegmentArrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rows (n,), actions (n,), features (n, 4))
+FIRST_ITEM_ROW = 2  # rows 0 and 1 are padding and out-of-vocabulary; candidates are the rows after
+
+
+@dataclass(frozen=True)
+class ScoredState:
+    """A user state and the items (candidate indices) it is asked to rank first."""
+
+    state: UserState
+    log_weights: np.ndarray  # (K,) float32, -inf past the state's segments
+    targets: np.ndarray  # (t,) int64 candidate indices (embedding row - FIRST_ITEM_ROW)
+
+
+def scored_state(log: SegmentedLog, state: UserState, targets: Sequence[int], k: int, half_life_ms: float):
+    last_ms = [log.segments[s].last_event_ms for s in state.segments]
+    return ScoredState(
+        state,
+        recency_log_weights(last_ms, half_life_ms, k),
+        np.asarray(targets, dtype=np.int64) - FIRST_ITEM_ROW,
+    )
+
+
+class SegmentExamples:
+    """The segments objective's examples: per user, its states with their training targets."""
+
+    def __init__(self, log: SegmentedLog, config: SegmentEncoderConfig, k: int, half_life_ms: float) -> None:
+        self.log, self.k, self.half_life_ms = log, k, half_life_ms
+        self.arrays: list[SegmentArrays] = [
+            segment_arrays(s.events, log.vocab, config, i) for i, s in enumerate(log.segments)
+        ]
+        self.by_user: list[list[ScoredState]] = []
+        self.user_targets: list[int] = []  # training targets per user (those with a state)
+        self.targets = 0
+        for user in range(len(log.users)):
+            train, _, _ = log.split_positions(user)
+            by_state: dict[int, list[int]] = {}
+            for position in train:
+                n_closed = log.closed_before(user, position)
+                if n_closed:
+                    by_state.setdefault(n_closed, []).append(int(log.event_item[position]))
+            states = [
+                scored_state(log, log.state_after(user, n, k), items, k, half_life_ms)
+                for n, items in sorted(by_state.items())
+            ]
+            self.by_user.append(states)
+            self.user_targets.append(sum(len(items) for items in by_state.values()))
+            self.targets += self.user_targets[-1]
+
+    def holdout(self, which: str) -> list[ScoredState | None]:
+        """One state per validation or test event (None where the user has no closed segment yet)."""
+        out: list[ScoredState | None] = []
+        for user, position in self.log.holdout(which):
+            state = self.log.state(user, position, self.k)
+            item = [int(self.log.event_item[position])]
+            out.append(
+                scored_state(self.log, state, item, self.k, self.half_life_ms) if state.segments else None
+            )
+        return out
+
+
+def pad_arrays(arrays: Sequence[SegmentArrays], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Stack segments into (B, T) model inputs, T the longest of them (training need not bucket)."""
+    return pad_segments(arrays, max(len(rows) for rows, _, _ in arrays), device)
+
+
+def state_tensors(
+    states: Sequence[ScoredState], device: torch.device
+) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """(segments to encode, slot (S, K) into their vectors with -1 past a state's end, log weights (S, K)).
+
+    Each segment appears once in the list however many states hold it.
+    """
+    k = len(states[0].log_weights)
+    order: dict[int, int] = {}
+    slots = np.full((len(states), k), -1, dtype=np.int64)
+    for i, scored in enumerate(states):
+        for j, segment in enumerate(scored.state.segments):
+            slots[i, j] = order.setdefault(segment, len(order))
+    log_weights = np.stack([s.log_weights for s in states])
+    return list(order), torch.from_numpy(slots).to(device), torch.from_numpy(log_weights).to(device)
+
+
+def history_arrays(
+    log: SegmentedLog, user: int, position: int, config: SegmentEncoderConfig, vocab: ItemVocabulary
+) -> SegmentArrays:
+    """The full-history reference's input for the event at `position`: the history before it."""
+    history: SegmentInput = log.history_input(user, position, config.max_events)
+    return segment_arrays(history, vocab, config)

@@ -1,0 +1,226 @@
+"""Hand-written Avro binary for the records on the worker's hot path, identical to fastavro's.
+
+The segmenter decodes every behaviour event and encodes every closed segment. fastavro pays
+most of its cost per call, not per byte. Measured best of 5 on the 2-core machine: decoding a
+BehaviourEvent 2.9 us here vs 3.4 us in fastavro (plus the 1 us AvroCodec spends around it),
+encoding a ClosedSegment of 5 events 15 us vs 22 us. Decoding a ClosedSegment by hand gained
+nothing, so the encoder stage keeps fastavro for it.
+
+Each function handles the common shapes only and returns None for anything else: a non-empty
+context map, a value of an unexpected type or range, any malformed or trailing byte. AvroCodec
+then asks fastavro, so every result and every error is fastavro's: the fast path accepts only
+bytes and records that fastavro accepts, and gives the same values and bytes for them
+(tests/unit/schemas/test_fast_paths.py compares the two on random and damaged records).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["decoder", "encoder"]
+
+_FLOAT = struct.Struct("<f")
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
+
+class _Unusual(Exception):
+    """Not a shape the fast path handles: let fastavro decide."""
+
+
+# --- reading -----------------------------------------------------------------------------------------
+def _read_long(data: bytes, p: int) -> tuple[int, int]:
+    """Zigzag varint at p: (value, position after it)."""
+    b = data[p]
+    if b < 0x80:  # one byte: values -64..63, most lengths, enum and union indexes
+        return (b >> 1) ^ -(b & 1), p + 1
+    n = b & 0x7F
+    shift = 7
+    p += 1
+    while True:
+        b = data[p]
+        p += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
+        shift += 7
+        if shift > 63:
+            raise _Unusual
+    value = (n >> 1) ^ -(n & 1)
+    if not _LONG_MIN <= value <= _LONG_MAX:
+        raise _Unusual
+    return value, p
+
+
+def _read_string(data: bytes, p: int) -> tuple[str, int]:
+    n, p = _read_long(data, p)
+    end = p + n
+    if n < 0 or end > len(data):
+        raise _Unusual
+    return data[p:end].decode(), end
+
+
+def _read_index(data: bytes, p: int, size: int) -> tuple[int, int]:
+    """An enum symbol's or a union branch's index."""
+    i, p = _read_long(data, p)
+    if not 0 <= i < size:
+        raise _Unusual
+    return i, p
+
+
+def _read_nullable_float(data: bytes, p: int) -> tuple[float | None, int]:
+    branch, p = _read_index(data, p, 2)
+    if not branch:
+        return None, p
+    return _FLOAT.unpack_from(data, p)[0], p + 4
+
+
+def _read_nullable_string(data: bytes, p: int) -> tuple[str | None, int]:
+    branch, p = _read_index(data, p, 2)
+    return _read_string(data, p) if branch else (None, p)
+
+
+_FAILURES = (_Unusual, IndexError, UnicodeDecodeError, struct.error)
+
+
+def decode_behaviour_event(data: bytes, start: int, actions: tuple[str, ...]) -> dict[str, Any] | None:
+    """BehaviourEvent with an empty context map, else None. Short strings and small indexes are
+    read inline (a one-byte varint), the rest through the helpers: each call costs here."""
+    try:
+        p = start
+        b = data[p]
+        if b < 0x80 and not b & 1:
+            p += 1 + (b >> 1)
+            user_id = data[start + 1 : p].decode()
+        else:
+            user_id, p = _read_string(data, p)
+        b = data[p]
+        if b < 0x80 and not b & 1:
+            item_start = p + 1
+            p = item_start + (b >> 1)
+            item_id = data[item_start:p].decode()
+        else:
+            item_id, p = _read_string(data, p)
+        action, p = _read_index(data, p, len(actions))
+        event_time_ms, p = _read_long(data, p)
+        b = data[p]
+        if b == 0:
+            weight, p = None, p + 1
+        else:
+            weight, p = _read_nullable_float(data, p)
+        b = data[p]
+        if b == 0:
+            event_id, p = None, p + 1
+        else:
+            event_id, p = _read_nullable_string(data, p)
+    except _FAILURES:
+        return None
+    if p != len(data) - 1 or data[p] != 0:  # only the empty context map, and nothing after it
+        return None
+    return {
+        "user_id": user_id,
+        "item_id": item_id,
+        "action": actions[action],
+        "event_time_ms": event_time_ms,
+        "weight": weight,
+        "event_id": event_id,
+        "context": {},
+    }
+
+
+# --- writing -----------------------------------------------------------------------------------------
+_SMALL = [bytes([((n << 1) ^ (n >> 63)) & 0xFF]) for n in range(-64, 64)]  # one-byte varints
+
+
+def _long(n: Any, low: int = _LONG_MIN, high: int = _LONG_MAX) -> bytes:
+    if type(n) is not int or not low <= n <= high:
+        raise _Unusual
+    if -64 <= n < 64:
+        return _SMALL[n + 64]
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _string(s: Any) -> bytes:
+    if type(s) is not str:
+        raise _Unusual
+    raw = s.encode()
+    return _long(len(raw)) + raw
+
+
+_NULL = b"\x00"
+_SOME = b"\x02"
+
+
+def encode_closed_segment(
+    record: Any, action_bytes: dict[str, bytes], reason_bytes: dict[str, bytes]
+) -> bytes | None:
+    """ClosedSegment bytes for a record of exactly the schema's fields and plain types, else None."""
+    try:
+        if type(record) is not dict or len(record) != 10:
+            raise _Unusual
+        events = record["events"]
+        if type(events) is not list:
+            raise _Unusual
+        parts = [
+            _string(record["segment_id"]),
+            _string(record["user_id"]),
+            _long(record["window_start_ms"]),
+            _long(record["window_end_ms"]),
+            _long(record["ordinal"], _INT_MIN, _INT_MAX),
+            reason_bytes[record["close_reason"]],
+        ]
+        if events:
+            parts.append(_long(len(events)))
+            for e in events:
+                if type(e) is not dict or len(e) != 5:
+                    raise _Unusual
+                weight, event_id = e["weight"], e["event_id"]
+                parts.append(_string(e["item_id"]))
+                parts.append(action_bytes[e["action"]])
+                parts.append(_long(e["event_time_ms"]))
+                if weight is None:
+                    parts.append(_NULL)
+                elif type(weight) is float:
+                    parts.append(_SOME + _FLOAT.pack(weight))
+                else:
+                    raise _Unusual
+                parts.append(_NULL if event_id is None else _SOME + _string(event_id))
+        parts.append(_NULL)  # end of the events array
+        parts.append(_long(record["source_partition"], _INT_MIN, _INT_MAX))
+        parts.append(_long(record["first_offset"]))
+        parts.append(_long(record["last_offset"]))
+    except (_Unusual, KeyError, TypeError, UnicodeEncodeError, OverflowError, struct.error):
+        return None
+    return b"".join(parts)
+
+
+def _symbol_bytes(symbols: tuple[str, ...]) -> dict[str, bytes]:
+    return {s: _long(i) for i, s in enumerate(symbols)}
+
+
+def decoder(
+    schema_name: str, actions: tuple[str, ...]
+) -> Callable[[bytes, int], dict[str, Any] | None] | None:
+    """The fast decoder of `schema_name`'s bodies (from a start offset), if there is one."""
+    if schema_name == "BehaviourEvent":
+        return lambda data, start: decode_behaviour_event(data, start, actions)
+    return None
+
+
+def encoder(
+    schema_name: str, actions: tuple[str, ...], reasons: tuple[str, ...]
+) -> Callable[[Any], bytes | None] | None:
+    """The fast encoder of `schema_name`'s bodies, if there is one."""
+    if schema_name == "ClosedSegment":
+        action_bytes = {s: _long(i) for i, s in enumerate(actions)}
+        reason_bytes = {s: _long(i) for i, s in enumerate(reasons)}
+        return lambda record: encode_closed_segment(record, action_bytes, reason_bytes)
+    return None

@@ -1,0 +1,136 @@
+"""End-to-end and freshness rows: the real worker (segmenter thread + faust encoder agent) in a child.
+
+Phase 1 (end to end): the worker starts on the pre-loaded topic; the clock runs from its
+segmenter's assignment until every event is read and every representation is stored (which
+includes one quiet-partition wait, `partition_idle_seconds`, for the last windows to close).
+
+Phase 2 (freshness): the parent offers new events at a fixed rate. Each closed-segments record
+carries the wall-clock time its segment became closable (a header the segmenter sets: the Kafka
+timestamp of the event that closed it); the stage's `on_applied` hook notes when its micro-batch
+is in the store, after the atomic write and the publish flush, so each sample is an upper bound
+on "closable -> readable". Samples count while the load is offered: the final flush of windows
+that only close because the load stopped is not a steady state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from streams.bench_kafka import BenchError, rss_mib, settings_from
+
+__all__ = ["percentiles", "worker_child"]
+
+
+def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int) -> dict[str, Any]:
+    """Run the worker through both phases; messages: -> ("caught-up", ...), <- ("load-done", ...)."""
+    from confluent_kafka import Consumer
+
+    from streams.app import WorkerRuntime, run_worker
+    from streams.encoder_stage import SourceRecord
+    from streams.log_end import log_end_offsets
+
+    settings = settings_from(settings_data)
+    runtime = WorkerRuntime(settings)
+    samples: list[tuple[int, float]] = []  # (closable at ms, readable at ms)
+
+    def on_applied(records: Sequence[SourceRecord]) -> None:
+        now_ms = time.time() * 1000
+        samples.extend((r.closable_at_ms, now_ms) for r in records if r.closable_at_ms is not None)
+
+    runtime.stage.on_applied = on_applied
+    result: dict[str, Any] = {}
+
+    ends_reader = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"{settings.group_id}-bench-ends",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+
+    def segments_applied() -> bool:
+        """Every closed segment the segmenter has had acknowledged is in the store."""
+        topic, version = settings.segments_topic, runtime.encoder.model_version
+        ends = log_end_offsets(ends_reader, topic)
+        return all(runtime.store.applied_offset(version, topic, p) >= e - 1 for p, e in ends.items() if e > 0)
+
+    async def wait_caught_up(total: int, timeout: float, *, open_windows_too: bool) -> float:
+        """Until `total` events are read and their closed segments stored; with `open_windows_too`,
+        also until the quiet-partition clock has closed every window (the worker's caught_up)."""
+        loop = asyncio.get_running_loop()
+        stats = runtime.segmenter.stats
+        deadline = time.monotonic() + timeout
+        check = runtime.caught_up if open_windows_too else segments_applied
+        read_at = None
+        while time.monotonic() < deadline:
+            if runtime.error is not None:
+                raise BenchError(f"worker failed: {runtime.error}")
+            if stats.events + stats.dead_letters >= total:
+                read_at = read_at or time.monotonic()
+                # The segmenter's last segments need a moment to be acknowledged (linger, acks).
+                settled = open_windows_too or time.monotonic() - read_at > 1.0
+                if settled and await loop.run_in_executor(None, check):
+                    return time.monotonic()
+            await asyncio.sleep(0.05)
+        raise BenchError(f"worker: not caught up with {total:,} events after {timeout:.0f} s")
+
+    async def monitor(_app: Any) -> None:
+        try:
+            await phases()
+        except Exception as exc:  # run_worker re-raises it after a clean shutdown
+            runtime.fail(exc)
+
+    async def phases() -> None:
+        loop = asyncio.get_running_loop()
+        while not runtime.segmenter.assigned.is_set():
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        caught_up = await wait_caught_up(n_events, timeout=1800, open_windows_too=True)
+        totals = runtime.stage.totals
+        result["end_to_end"] = {
+            "events": runtime.segmenter.stats.events,
+            "seconds": caught_up - started,
+            "segments_encoded": totals.encoded,
+            "published": totals.published,
+            "rss_mib": rss_mib(),
+        }
+        conn.send(("caught-up", result["end_to_end"]))
+        kind, load = await loop.run_in_executor(None, conn.recv)
+        if kind != "load-done":
+            raise BenchError(f"worker: expected load-done, got {kind!r}")
+        # The freshness load runs ahead of the wall clock (compressed event time), so its last
+        # windows stay open; what was closed while it was offered is what counts.
+        await wait_caught_up(n_events + load["events"], timeout=1800, open_windows_too=False)
+        offered = [
+            (ready - closable) / 1000.0
+            for closable, ready in samples
+            if load["started_ms"] <= closable <= load["ended_ms"]
+        ]
+        result["freshness"] = {"samples": len(offered), **percentiles(offered)}
+        result["rss_mib"] = rss_mib()
+
+    try:
+        run_worker(runtime, monitor)
+    finally:
+        ends_reader.close()
+    if "freshness" not in result:  # pragma: no cover - run_worker raises the cause first
+        raise BenchError("worker stopped before the freshness phase ended")
+    return result
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None, "max": None}
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": float(arr.max()),
+    }

@@ -1,0 +1,105 @@
+"""`msli bench --quick` runs every row on a real broker and reports them in the promised shape.
+
+Speed is never asserted here (the machine is shared); only that each row was measured, that the
+ratios are the ones the rows imply, and that the table, JSON and chart agree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MSLI = str(Path(sys.executable).with_name("msli"))
+
+EXPECTED = {
+    "broker": "events/s",
+    "segmenter": "events/s",
+    "memory-quarter": "MiB",
+    "memory-end": "MiB",
+    "naive-faust": "events/s",
+    "end-to-end": "events/s",
+    "freshness-p50": "s",
+    "freshness-p99": "s",
+    "encoder-cpu-b1": "segments/s",
+    "encoder-cpu-b256": "segments/s",
+    "encoder-cpu-b1024": "segments/s",
+    "encoder-cpu-large-b1024": "segments/s",
+    "incremental": "us/event",
+    "full-history": "us/event",
+    "encoder-pass": "us",
+    "scoring-maxsim": "us",
+    "scoring-attention": "us",
+    "scoring-fused": "us",
+    "store-reads": "reads/s",
+    "store-p99": "us",
+}
+
+
+@pytest.fixture
+def bench_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSLI_")}
+    env.update({"MSLI_BOOTSTRAP_SERVERS": kafka_bootstrap, "MSLI_STATE_DIR": str(tmp_path / "state")})
+    return env
+
+
+def test_quick_bench_reports_every_row(bench_env: dict[str, str], tmp_path: Path) -> None:
+    out_json, chart = tmp_path / "bench.json", tmp_path / "bench.png"
+    run = subprocess.run(
+        [MSLI, "bench", "--quick", "--json", str(out_json), "--chart", str(chart)],
+        env=bench_env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out_json.read_text())
+    rows = {row["key"]: row for row in report["rows"]}
+
+    for key, unit in EXPECTED.items():
+        assert key in rows, f"row {key} missing"
+        assert rows[key]["unit"] == unit
+        assert rows[key]["value"] is not None and rows[key]["value"] > 0, key
+    # Each ratio is the row's value over its reference row's value, as measured in this run.
+    for row in rows.values():
+        ref = rows.get(row["reference"] or "")
+        if row["value"] is not None and ref is not None and ref["value"]:
+            assert row["ratio"] == pytest.approx(row["value"] / ref["value"])
+    assert rows["freshness-p99"]["ratio"] == pytest.approx(rows["freshness-p99"]["value"])  # 1 s target
+    assert rows["freshness-p50"]["value"] <= rows["freshness-p99"]["value"]
+    assert rows["freshness-p99"]["extra"]["samples"] > 0  # the closable-at header reached the stage
+    assert rows["segmenter"]["extra"]["events"] == 40_000
+    assert rows["end-to-end"]["extra"]["events"] == 40_000
+    cuda = [k for k in rows if k.startswith("encoder-cuda")]
+    assert cuda, "a CUDA row, measured or saying why not"
+    for key in cuda:
+        assert rows[key]["value"] is not None or "no CUDA device" in rows[key]["detail"]
+
+    texts = [t["text"] for t in report["targets"]]
+    for goal in ("segmenter >= 50%", "end to end >= 25%", "10x naive faust", "freshness p99", "memory"):
+        assert any(goal in text for text in texts), goal
+    assert all(t["met"] in (True, False, None) for t in report["targets"])
+    assert report["machine"]["cpus"] >= 1 and len(report["machine"]["load_average_start"]) == 3
+
+    # The table shows every row by name, and the chart is a small PNG.
+    for row in rows.values():
+        assert row["name"] in run.stdout
+    assert "targets" in run.stdout
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert chart.stat().st_size < 200_000
+
+
+def test_unknown_row_group_is_one_line(bench_env: dict[str, str]) -> None:
+    run = subprocess.run(
+        [MSLI, "bench", "--rows", "broker,warp-drive"],
+        env=bench_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "warp-drive" in run.stderr and run.stderr.strip().count("\n") == 0

@@ -1,0 +1,82 @@
+"""A worker runs a trained checkpoint (its version on every representation) and refuses one trained
+on another catalogue: one line, non-zero exit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from encoders import ItemVocabulary, SegmentBatchEncoder, SegmentEncoder
+from encoders.commands import train_checkpoint
+from encoders.training import TrainingConfig
+from streams.producer import EventProducer
+from streams.synthetic import generate
+from streams.windowing import SegmentationConfig
+
+MSLI = str(Path(sys.executable).with_name("msli"))
+_TOPICS = ("events", "segments", "representations", "dead_letter", "checkpoints")
+RULES = SegmentationConfig(window_ms=600_000, allowed_lateness_ms=30_000, user_idle_ms=300_000, max_events=8)
+
+
+def test_worker_stamps_the_trained_version_and_refuses_another_catalogue(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    events = generate(n_users=20, n_items=50, n_events=600, seed=4, out_of_order_fraction=0.0).to_dicts()
+    config = TrainingConfig.quick(dim=16, epochs=1)
+    trained = train_checkpoint(events, "synthetic", tmp_path / "trained", RULES, 16, 604_800_000.0, config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MSLI_")}
+    env.update(
+        {
+            **{f"MSLI_{role.upper()}_TOPIC": unique_name(role) for role in _TOPICS},
+            "MSLI_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "MSLI_GROUP_ID": unique_name("group"),
+            "MSLI_STATE_DIR": str(tmp_path / "state"),
+            "MSLI_TOPIC_PARTITIONS": "1",
+            "MSLI_WINDOW_SECONDS": "600",
+            "MSLI_ALLOWED_LATENESS_SECONDS": "30",
+            "MSLI_USER_IDLE_SECONDS": "300",
+            "MSLI_MAX_EVENTS_PER_SEGMENT": "8",
+            "MSLI_PARTITION_IDLE_SECONDS": "2",
+            "MSLI_MAX_FUTURE_SECONDS": str(10**9),
+            "MSLI_DEVICE": "cpu",
+            "MSLI_ENCODER_CHECKPOINT": str(tmp_path / "trained"),
+        }
+    )
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen([MSLI, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            with EventProducer({"bootstrap.servers": kafka_bootstrap}, topic=env["MSLI_EVENTS_TOPIC"]) as p:
+                p.send_many(sorted(events, key=lambda e: e["event_time_ms"]))
+            user = events[0]["user_id"]
+            deadline = time.monotonic() + 120
+            rep = None
+            while rep is None and time.monotonic() < deadline:
+                out = subprocess.run([MSLI, "query", user, "--json"], env=env, capture_output=True, text=True)
+                rep = json.loads(out.stdout) if out.returncode == 0 else None
+                time.sleep(1.0)
+            assert rep is not None, (tmp_path / "worker.log").read_text()[-2000:]
+            assert rep["model_version"] == trained.model_version and rep["dim"] == 16
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=60)
+
+    books = ItemVocabulary.explicit([f"book-{i}" for i in range(50)])
+    config = dataclasses.replace(trained.config, n_item_buckets=books.n_rows)
+    SegmentBatchEncoder(SegmentEncoder(config), books, device="cpu").save(tmp_path / "books")
+    refused = subprocess.run(
+        [MSLI, "worker"],
+        env={**env, "MSLI_ENCODER_CHECKPOINT": str(tmp_path / "books")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("msli: ") and "knows 0% of the items in the store's segments" in last
