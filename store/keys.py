@@ -16,6 +16,7 @@ __all__ = [
     "outbox_key",
     "parse_applied_key",
     "parse_segment_suffix",
+    "pending_key",
     "representation_key",
     "segment_events_key",
     "segment_events_prefix",
@@ -36,6 +37,7 @@ REPRESENTATIONS = b"R"  # R model NUL user
 APPLIED = b"A"
 OUTBOX = b"O"  # representations written here but maybe not yet published: O seq
 META = b"M"  # small settings such as the promoted model version
+PENDING = b"P"  # users whose representation a restore changed and has not yet published: P user
 
 
 def _text(value: str) -> bytes:
@@ -91,6 +93,10 @@ def outbox_key(seq: int) -> bytes:
 
 def outbox_seq(key: bytes) -> int:
     return _SEQ.unpack(key[1:])[0]
+
+
+def pending_key(user_id: str) -> bytes:
+    return PENDING + _text(user_id)
 
 
 def meta_key(name: str) -> bytes:

@@ -3,7 +3,9 @@
 One atomic write per encoder micro-batch holds the new segments, the users' representations, the
 highest closed-segments offset now reflected, and an outbox of representations still to publish.
 That makes upserts idempotent across crashes: a redelivered record at or below the applied offset
-is skipped, and whatever the outbox still holds is published again with the same bytes.
+is skipped, and whatever the outbox still holds is published again with the same bytes. A restore
+publishes only each user's final state, so its writes mark users pending instead of filling the
+outbox; pending users left by a crash are published at the next start.
 """
 
 from __future__ import annotations
@@ -89,6 +91,13 @@ class StoreBatch:
             keys.outbox_key(seq), _OUTBOX_LENGTHS.pack(len(raw_topic), len(key)) + raw_topic + key + value
         )
         self.outbox.append(OutboxRecord(seq, topic, key, value))
+
+    def mark_pending(self, user_id: str) -> None:
+        """Note that the user's representation changed but is to be published later, as a whole."""
+        self._batch.put(keys.pending_key(user_id), b"")
+
+    def clear_pending(self, user_id: str) -> None:
+        self._batch.delete(keys.pending_key(user_id))
 
     def put_meta(self, name: str, value: bytes) -> None:
         self._batch.put(keys.meta_key(name), value)
@@ -218,6 +227,10 @@ class RocksDBVectorStore:
             )
         return records
 
+    def pending_users(self) -> list[str]:
+        """Users marked pending: a restore changed them and has not published them yet."""
+        return [key[len(keys.PENDING) :].decode() for key, _ in self._scan(keys.PENDING)]
+
     def get_meta(self, name: str) -> bytes | None:
         value = self._db.get(keys.meta_key(name))
         return None if value is None else bytes(value)
@@ -272,7 +285,10 @@ class RocksDBVectorStore:
             self._db.flush()
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self._db.close()
+        except Exception as exc:  # a store that failed a write fails its close the same way
+            raise StoreError(f"cannot close store at {self.path}: {_first_line(exc)}") from None
 
     def __enter__(self) -> RocksDBVectorStore:
         return self

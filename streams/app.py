@@ -25,6 +25,7 @@ from store import RocksDBVectorStore, ensure_promoted
 from streams.config import MsliSettings
 from streams.encoder_fit import EncoderFitError, check_encoder_fits
 from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig
+from streams.kafka_auth import faust_credentials
 from streams.log_end import log_end_offsets
 from streams.metrics import WorkerMetrics
 from streams.model_upgrade import backfill_new_version
@@ -83,6 +84,8 @@ class WorkerRuntime:
                 top_k=settings.top_k_segments,
                 half_life_ms=settings.recency_half_life_seconds * 1000,
                 max_events=settings.max_events_per_segment,
+                max_segments=settings.max_segments_per_user_window,
+                dead_letter_topic=settings.dead_letter_topic,
             ),
             restorer=lambda p, start, end: read_partition_range(
                 client, settings.segments_topic, p, start, end
@@ -126,10 +129,19 @@ class WorkerRuntime:
         return True
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
-        self._log_ends.close()
-        self.stage.publisher.close()
-        self.store.close()
+        """Release each part even if another fails (a full disk fails the store's close as well);
+        a failure here becomes the worker's error unless it already has one."""
+        parts = (
+            lambda: self.executor.shutdown(wait=True),
+            self._log_ends.close,
+            self.stage.publisher.close,
+            self.store.close,
+        )
+        for release in parts:
+            try:
+                release()
+            except Exception as exc:
+                self.fail(exc)
 
 
 class SegmenterService(Service):
@@ -174,6 +186,7 @@ def build_app(
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.topic_partitions,
         producer_partitioner=None,
+        broker_credentials=faust_credentials(settings.kafka),
     )
     segments = app.topic(settings.segments_topic, key_serializer="raw", value_serializer="raw")
     loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
@@ -203,12 +216,19 @@ def build_app(
             settings.encode_batch_size, within=settings.encode_batch_seconds
         ):
             records = [
-                SourceRecord(m.partition, m.offset, m.value, closable_at_ms(m.headers))
+                SourceRecord(
+                    m.partition, m.offset, m.value, key=m.key, closable_at_ms=closable_at_ms(m.headers)
+                )
                 for m in (e.message for e in events)
             ]
             try:
                 await loop.run_in_executor(runtime.executor, runtime.stage.process, records)
             except Exception as exc:
+                # take_events acks the batch when we leave it, whatever happened, and faust would
+                # commit those offsets. Marked acked here, faust's ack skips them: nothing that was
+                # not stored gets committed.
+                for event in events:
+                    event.message.acked = True
                 runtime.fail(exc)
                 runtime.request_stop()
                 return

@@ -8,13 +8,11 @@ So each checkpoint is a small record keyed by group, topic and partition; the la
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer
 
-from streams.errors import BrokerError
 from streams.publisher import KafkaPublisher
 
 __all__ = ["Checkpoint", "CheckpointLog"]
@@ -41,41 +39,26 @@ class CheckpointLog:
 
     def load(self, source_topic: str, timeout: float = 30.0) -> dict[int, Checkpoint]:
         """Read the whole log (it is small and compacted) and keep this group's latest per partition."""
+        from streams.segment_reader import read_partition_range  # the reader imports the stage
+
         prefix = f"{self.group_id}|{source_topic}|".encode()
-        consumer = Consumer(
-            {
-                **self._client_config,
-                "group.id": f"{self.group_id}-checkpoint-reader",
-                "enable.auto.commit": False,
-            }
-        )
         found: dict[int, Checkpoint] = {}
+        consumer = Consumer({**self._client_config, "group.id": f"{self.group_id}-checkpoint-reader"})
         try:
             partitions = consumer.list_topics(self.topic, timeout=timeout).topics[self.topic].partitions
-            for partition in partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=timeout
-                )
-                if high <= low:
-                    continue
-                consumer.assign([TopicPartition(self.topic, partition, OFFSET_BEGINNING)])
-                position, deadline = low, time.monotonic() + timeout
-                while position < high:
-                    if time.monotonic() > deadline:
-                        raise BrokerError(
-                            f"reading checkpoints from {self.topic}[{partition}] took over {timeout:.0f}s"
-                        )
-                    for msg in consumer.consume(10_000, timeout=1.0):
-                        if msg.error():
-                            continue
-                        position = (msg.offset() or 0) + 1
-                        key, value = msg.key() or b"", msg.value()
-                        if key.startswith(prefix):
-                            if value is None:
-                                found.pop(int(key[len(prefix) :]), None)
-                            else:
-                                data = json.loads(value)
-                                found[int(key[len(prefix) :])] = (int(data["offset"]), int(data["watermark"]))
         finally:
             consumer.close()
+        for partition in partitions:
+            for chunk in read_partition_range(
+                self._client_config, self.topic, partition, 0, chunk=10_000, timeout=timeout
+            ):
+                for record in chunk:
+                    key = record.key or b""
+                    if not key.startswith(prefix):
+                        continue
+                    if record.value is None:
+                        found.pop(int(key[len(prefix) :]), None)
+                    else:
+                        data = json.loads(record.value)
+                        found[int(key[len(prefix) :])] = (int(data["offset"]), int(data["watermark"]))
         return found

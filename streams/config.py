@@ -18,17 +18,19 @@ from pydantic_settings import (
 
 from streams.errors import ConfigError
 
-__all__ = ["MsliSettings", "load_settings"]
+__all__ = ["INSECURE_KAFKA", "MsliSettings", "load_settings"]
 
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _ENV_PREFIX = "MSLI_"
 # Variables with the prefix that are not settings but are read elsewhere on purpose.
-_NON_SETTING_ENV = {"MSLI_CONFIG", "MSLI_VENV"}
-# librdkafka settings that turn off a safety check; refused unless `allow_insecure_kafka` is set.
-_INSECURE_KAFKA = {
-    "enable.ssl.certificate.verification": "false",
-    "ssl.endpoint.identification.algorithm": "none",
+# MSLI_CRASH_AT is the reliability tests' crash hook (streams/faults.py), inert unless set.
+_NON_SETTING_ENV = {"MSLI_CONFIG", "MSLI_VENV", "MSLI_CRASH_AT"}
+# librdkafka settings that turn off a safety check, with every spelling librdkafka reads as "off";
+# refused unless `allow_insecure_kafka` is set.
+INSECURE_KAFKA = {
+    "enable.ssl.certificate.verification": {"false", "f", "0"},
+    "ssl.endpoint.identification.algorithm": {"none"},
 }
 
 
@@ -86,7 +88,15 @@ class MsliSettings(BaseSettings):
     max_future_seconds: float = Field(
         default=3600.0, ge=0, description="Event times further ahead are bad input."
     )
-    max_record_bytes: int = Field(default=64 * 1024, ge=128)
+    max_record_bytes: int = Field(
+        default=64 * 1024, ge=128, description="Larger event records are dead-lettered (oversized)."
+    )
+    max_segments_per_user_window: int = Field(
+        default=64,
+        ge=1,
+        description="Segments one user may have in one window; events beyond are dead-lettered "
+        "(segment-cap), so one flooding user costs bounded memory.",
+    )
 
     # --- Worker --------------------------------------------------------------------------------
     consume_batch_size: int = Field(default=5000, ge=1)
@@ -105,6 +115,9 @@ class MsliSettings(BaseSettings):
         description="Intra-op threads for CPU encoding; 0: one per CPU but the one the segmenter needs.",
     )
     web_port: int = Field(default=6066, ge=0, le=65535)
+    status_interval_seconds: float = Field(
+        default=60.0, gt=0, description="How often the worker logs a status line (open segments, stalls)."
+    )
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Serve the worker's Prometheus /metrics here; unset: off."
     )
@@ -138,10 +151,12 @@ class MsliSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_insecure_kafka(self) -> MsliSettings:
-        for key, bad in _INSECURE_KAFKA.items():
-            if self.kafka.get(key, "").lower() == bad and not self.allow_insecure_kafka:
+        for key, off in INSECURE_KAFKA.items():
+            value = self.kafka.get(key, "")
+            if value.strip().lower() in off and not self.allow_insecure_kafka:
                 raise ValueError(
-                    f"kafka {key}={bad} disables TLS verification; set allow_insecure_kafka=true to allow it"
+                    f"kafka {key}={value} disables TLS verification; "
+                    "set allow_insecure_kafka=true to allow it"
                 )
         return self
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from streams.publisher import Headers, KafkaPublisher
+from streams.publisher import MAX_RECORD_BYTES, Headers, KafkaPublisher
 
 __all__ = ["DeadLetterSink"]
 
@@ -16,6 +16,8 @@ class DeadLetterSink:
     """Keeps the original key and bytes; headers name the source topic, partition, offset and reason.
 
     Logs the first record of each reason, then only counts: one bad producer must not flood the log.
+    A value over MAX_RECORD_BYTES keeps only its start (header msli.truncated gives the full size);
+    the source headers still point at the whole record.
     """
 
     def __init__(self, publisher: KafkaPublisher, topic: str) -> None:
@@ -51,6 +53,9 @@ class DeadLetterSink:
             ("msli.reason", reason.encode()),
             ("msli.detail", detail.encode()[:1000]),
         ]
+        if value is not None and len(value) > MAX_RECORD_BYTES:
+            headers.append(("msli.truncated", str(len(value)).encode()))
+            value = value[:MAX_RECORD_BYTES]
         self._publisher.send(self.topic, key, value, headers)
 
     @property

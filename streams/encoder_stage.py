@@ -5,11 +5,15 @@ merge each segment into its window (dropping events already stored), encode ever
 in one batch, fuse each touched user's newest K, write all of it and the applied offsets in one
 atomic store write with an outbox, then publish the outbox. See store.store for why that order
 makes a crash lose nothing and duplicate nothing but identical bytes.
+
+Records it cannot use (undecodable, or over the segments-per-window cap) go to the dead-letter
+topic, acknowledged by Kafka before the store write that moves the applied offset past them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +24,8 @@ import numpy as np
 from encoders import SegmentInput
 from schemas import ACTIONS, AvroCodec, SchemaError
 from store import RocksDBVectorStore, StoreBatch, StoredSegment, quantize, segment_id
+from streams.dead_letters import DeadLetterSink
+from streams.faults import crash_point
 from streams.fuser import representation_record
 from streams.publisher import KafkaPublisher
 
@@ -28,6 +34,10 @@ __all__ = ["EncoderStage", "SourceRecord", "StageConfig", "StageReport"]
 log = logging.getLogger(__name__)
 
 _ACTION_INDEX = {name: i for i, name in enumerate(ACTIONS)}
+_REPORT_COUNTS = (
+    *("records", "skipped", "restored", "duplicates"),
+    *("encoded", "published", "undecodable", "capped"),
+)
 
 
 class Encoder(Protocol):
@@ -44,6 +54,7 @@ class SourceRecord:
     partition: int
     offset: int
     value: bytes | None
+    key: bytes | None = None
     closable_at_ms: int | None = None  # from the segmenter's header; lets observers measure freshness
 
 
@@ -58,6 +69,8 @@ class StageConfig:
     top_k: int
     half_life_ms: float
     max_events: int  # a late event joins its window's last segment only below this size
+    max_segments: int = 64  # segments per user and window; new events beyond go to dead letters
+    dead_letter_topic: str = "msli-dead-letters"
     # Also encode stored segments that lack a vector of this model version (a replay re-encoding
     # history into a new version's namespace); restores always do.
     encode_missing: bool = False
@@ -73,11 +86,12 @@ class StageReport:
     duplicates: int = 0  # segments whose every event was already stored
     encoded: int = 0
     published: int = 0
-    undecodable: int = 0
+    undecodable: int = 0  # dead-lettered
+    capped: int = 0  # over the segments-per-window cap: dead-lettered
     reasons: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: StageReport) -> None:
-        for name in ("records", "skipped", "restored", "duplicates", "encoded", "published", "undecodable"):
+        for name in _REPORT_COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.reasons.update(other.reasons)
 
@@ -114,21 +128,27 @@ class EncoderStage:
         self.restorer = restorer
         self.codec = AvroCodec("ClosedSegment")
         self.rep_codec = AvroCodec("UserRepresentation")
+        self.dead_letters = DeadLetterSink(publisher, config.dead_letter_topic)
+        self._dead_letters_unflushed = False
         self._applied: dict[int, int] = {}
         self.totals = StageReport()
         # Called with the records of each micro-batch once the store holds them (metrics, benchmarks).
         self.on_applied: Callable[[Sequence[SourceRecord]], None] | None = None
 
     def publish_outbox(self) -> int:
-        """Publish what a crash left in the outbox (identical bytes); call once at start-up."""
+        """Publish what a crash left unpublished, oldest first: the outbox (identical bytes), then
+        the users an interrupted restore changed (their current representation). Call at start-up."""
         pending = self.store.pending_outbox()
         for record in pending:
             self.publisher.send(record.topic, record.key, record.value)
         self.publisher.flush()
         self.store.clear_outbox(pending)
-        if pending:
-            log.info("published %d representations left in the outbox by an earlier run", len(pending))
-        return len(pending)
+        report = StageReport()
+        self._publish_pending(report)
+        published = len(pending) + report.published
+        if published:
+            log.info("published %d representations an earlier run left unpublished", published)
+        return published
 
     def process(self, records: Sequence[SourceRecord]) -> StageReport:
         """Reflect a micro-batch of closed-segments records in the store and on the output topic."""
@@ -136,15 +156,19 @@ class EncoderStage:
         fresh: list[SourceRecord] = []
         for partition, group in _by_partition(records).items():
             applied = self._applied_offset(partition)
-            todo = [r for r in group if r.offset > applied]
-            report.skipped += len(group) - len(todo)
-            if todo and todo[0].offset > applied + 1 and self.restorer is not None:
-                self._restore(partition, applied + 1, todo[0].offset, report)
-            fresh.extend(todo)
-        if fresh:
-            self._apply(fresh, report, publish=True)
-            if self.on_applied is not None:
-                self.on_applied(fresh)
+            for record in sorted(group, key=lambda r: r.offset):
+                if record.offset <= applied:  # already reflected, or twice in this batch
+                    report.skipped += 1
+                    continue
+                if record.offset > applied + 1 and self.restorer is not None:
+                    # The store lacks what another worker, or a deleted store, applied. Apply what
+                    # came before the gap first, so each window still sees its records in order.
+                    self._apply_fresh(fresh, report)
+                    fresh = []
+                    self._restore(partition, applied + 1, record.offset, report)
+                fresh.append(record)
+                applied = record.offset
+        self._apply_fresh(fresh, report)
         self.totals.add(report)
         return report
 
@@ -159,31 +183,57 @@ class EncoderStage:
         return report
 
     # --- internals -------------------------------------------------------------------------------
+    def _apply_fresh(self, fresh: list[SourceRecord], report: StageReport) -> None:
+        if fresh:
+            self._apply(fresh, report, publish=True)
+            if self.on_applied is not None:
+                self.on_applied(fresh)
+
     def _restore(self, partition: int, start: int, end: int, report: StageReport) -> None:
         """Fill the store from Kafka (a cold start, or a partition that moved here), then publish
         each restored user's final representation once, never an older state."""
         assert self.restorer is not None
+        started = time.monotonic()
+        users: set[str] = set()
+        restored = StageReport()
+        last = start - 1
+        for chunk in self.restorer(partition, start, end):
+            users |= self._apply(chunk, restored, publish=False)
+            last = chunk[-1].offset
+        if not restored.records:
+            return
+        self._publish_pending(report)
+        elapsed = time.monotonic() - started
         log.info(
-            "restoring %s[%d] offsets %d..%d into the store",
+            "restored %d records of %s[%d] (offsets %d..%d) in %.1f s (%.0f records/s), %d users",
+            restored.records,
             self.config.segments_topic,
             partition,
             start,
-            end - 1,
+            last,
+            elapsed,
+            restored.records / max(elapsed, 1e-9),
+            len(users),
         )
-        users: set[str] = set()
-        for chunk in self.restorer(partition, start, end):
-            restored = StageReport()
-            users |= self._apply(chunk, restored, publish=False)
-            report.restored += restored.records
-            report.encoded += restored.encoded
+        report.restored += restored.records
+        for name in ("encoded", "duplicates", "undecodable", "capped"):  # records count as restored
+            setattr(report, name, getattr(report, name) + getattr(restored, name))
+
+    def _publish_pending(self, report: StageReport) -> None:
+        """Publish the current representation of every user marked pending, and unmark them."""
+        users = self.store.pending_users()
+        if not users:
+            return
         batch = self.store.batch()
-        for user_id in sorted(users):
+        for user_id in users:
             value = self.store.representation(self.encoder.model_version, user_id)
             if value is not None:
                 batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
+            batch.clear_pending(user_id)
         self._write_and_publish(batch, report)
 
     def _apply(self, records: Sequence[SourceRecord], report: StageReport, *, publish: bool) -> set[str]:
+        """Merge, encode, store; publish the changed users now, or (a restore) mark them pending."""
         windows: dict[tuple[str, int], _Window] = {}
         for record in records:
             report.records += 1
@@ -191,18 +241,27 @@ class EncoderStage:
                 segment = self.codec.decode(record.value or b"")
             except SchemaError as exc:
                 report.undecodable += 1
-                log.error(
-                    "skipping undecodable closed segment at %d@%d: %s", record.partition, record.offset, exc
-                )
+                self._dead_letter(record, "undecodable", str(exc))
+                continue
+            if not segment["user_id"] or "\x00" in segment["user_id"]:  # would break the store's keys
+                report.undecodable += 1
+                self._dead_letter(record, "missing-user", f"user_id {segment['user_id']!r}")
                 continue
             report.reasons[segment["close_reason"]] += 1
-            if not self._merge(segment, windows, record.value or b""):
+            outcome = self._merge(segment, windows, record.value or b"")
+            if outcome == "duplicate":
                 report.duplicates += 1
+            elif outcome == "capped":
+                report.capped += 1
+                self._dead_letter(
+                    record, "segment-cap", f"window has {self.config.max_segments} segments already"
+                )
         if self.config.encode_missing or not publish:
             self._mark_missing_vectors(windows)
 
         changed = [(key, o) for key, w in windows.items() for o in sorted(w.dirty)]
         vectors = self._encode([windows[key].segments[o] for key, o in changed])
+        crash_point("encoded")
         report.encoded += len(changed)
         model_version = self.encoder.model_version
         batch = self.store.batch()
@@ -223,6 +282,8 @@ class EncoderStage:
             batch.put_representation(model_version, user_id, value)
             if publish:
                 batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
+            else:  # in the same write as the state, so a crash cannot lose the publication
+                batch.mark_pending(user_id)
         for partition, offset in _last_offsets(records).items():
             batch.set_applied_offset(model_version, self.config.segments_topic, partition, offset)
         self._write_and_publish(batch, report)
@@ -231,16 +292,34 @@ class EncoderStage:
         return set(new_by_user)
 
     def _write_and_publish(self, batch: StoreBatch, report: StageReport) -> None:
+        if self._dead_letters_unflushed:  # before the write that moves the applied offset past them
+            self.publisher.flush()
+            self._dead_letters_unflushed = False
         self.store.write(batch)
+        crash_point("store-written")
         for record in batch.outbox:
             self.publisher.send(record.topic, record.key, record.value)
         if batch.outbox:
             self.publisher.flush()
+            crash_point("published")
             self.store.clear_outbox(batch.outbox)
             report.published += len(batch.outbox)
 
-    def _merge(self, segment: dict[str, Any], windows: dict[tuple[str, int], _Window], raw: bytes) -> bool:
-        """Put the segment's new events into its window; False if it brought none."""
+    def _dead_letter(self, record: SourceRecord, reason: str, detail: str) -> None:
+        self.dead_letters.send(
+            key=record.key,
+            value=record.value,
+            source_topic=self.config.segments_topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason,
+            detail=detail,
+        )
+        self._dead_letters_unflushed = True
+
+    def _merge(self, segment: dict[str, Any], windows: dict[tuple[str, int], _Window], raw: bytes) -> str:
+        """Put the segment's new events into its window: "merged"; "duplicate" if it brought none;
+        "capped" if some found the window at its segment cap (those are not stored)."""
         user_id, window_start = segment["user_id"], segment["window_start_ms"]
         window = windows.get((user_id, window_start))
         if window is None:
@@ -252,7 +331,7 @@ class EncoderStage:
                 window.identities.add(identity)
                 new_events.append(event)
         if not new_events:
-            return False
+            return "duplicate"
         if segment["close_reason"] == "late" and window.segments:
             # A late event re-opens the window's last segment while it has room.
             last = max(window.segments)
@@ -262,6 +341,10 @@ class EncoderStage:
                 window.dirty.add(last)
                 window.received.pop(last, None)
                 new_events = new_events[room:]
+        if new_events and len(window.segments) >= self.config.max_segments:
+            # Forget them again: a window's identities are exactly its stored events, whatever the batch.
+            window.identities.difference_update(_identity(e) for e in new_events)
+            return "capped"
         if new_events:
             # Ordinals are the store's: dense, in arrival order. After a crash the segmenter may
             # re-send a fragment of a segment it already sent; its events are dropped above.
@@ -275,7 +358,7 @@ class EncoderStage:
             window.dirty.add(ordinal)
             if stored == segment:  # all events new, the same ordinal: the bytes as they came
                 window.received[ordinal] = raw
-        return True
+        return "merged"
 
     def _mark_missing_vectors(self, windows: dict[tuple[str, int], _Window]) -> None:
         version = self.encoder.model_version

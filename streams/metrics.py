@@ -105,9 +105,18 @@ class WorkerMetrics(Collector):
         dead = CounterMetricFamily(
             "msli_dead_letters", "Records sent to the dead-letter topic, by reason.", labels=["reason"]
         )
-        for reason, n in sorted(seg.dead_letters.counts.items()):
+        counts = seg.dead_letters.counts + runtime.stage.dead_letters.counts  # events and closed segments
+        for reason, n in sorted(counts.items()):
             dead.add_metric([reason], n)
         yield dead
+        yield _counter(
+            "msli_kafka_stalls",
+            "Checkpoints Kafka took longer than the session timeout to acknowledge.",
+            seg.stats.stalls,
+        )
+        yield _counter(
+            "msli_kafka_stalled_seconds", "Time spent in those checkpoints.", seg.stats.stalled_seconds
+        )
         closers = list(seg.closers.items())  # copied: the segmenter thread may change the dict
         delay = GaugeMetricFamily(
             "msli_watermark_delay_seconds",

@@ -9,11 +9,15 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from streams.errors import DeliveryError
 
-__all__ = ["KafkaPublisher", "producer_config"]
+__all__ = ["MAX_RECORD_BYTES", "KafkaPublisher", "producer_config"]
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, str | bytes | None]]
+
+# The largest record msli produces: a dead letter keeps the original bytes of whatever a producer
+# sent, so the dead-letter topic is created to accept this much, and larger ones are truncated.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 def producer_config(client_config: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -24,6 +28,7 @@ def producer_config(client_config: dict[str, Any], **extra: Any) -> dict[str, An
         "acks": "all",
         "linger.ms": 5,
         "partitioner": "murmur2_random",
+        "message.max.bytes": MAX_RECORD_BYTES + 64 * 1024,  # room for a dead letter's headers
         **client_config,
         **extra,
     }

@@ -1,4 +1,4 @@
-"""Read a range of one partition outside any consumer group: store restores and replays."""
+"""Read a range of one partition outside any consumer group: store restores, replays, checkpoints."""
 
 from __future__ import annotations
 
@@ -20,16 +20,16 @@ def read_partition_range(
     topic: str,
     partition: int,
     start: int,
-    end: int,
+    end: int | None = None,
     *,
     chunk: int = 2000,
     timeout: float = 60.0,
 ) -> Iterator[list[SourceRecord]]:
     """Yield records of topic[partition] with start <= offset < end, in chunks, oldest first.
 
-    Records that retention already deleted are simply absent: the read starts at the log start.
-    The read ends at `end` or at the partition's end (EOF), whichever comes first; not at the high
-    watermark, which the local broker (Tansu) under-reports after multi-record batches.
+    The read stops at `end` (None: no limit) or at the end of the log as it is now (EOF), whichever
+    comes first; not at the high watermark, which the local broker (Tansu) under-reports after
+    multi-record batches. Records that retention already deleted are simply absent.
     """
     consumer = Consumer(
         {
@@ -40,6 +40,7 @@ def read_partition_range(
             "enable.partition.eof": True,
         }
     )
+    end = 2**63 - 1 if end is None else end
     try:
         low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
         position = max(start, low)
@@ -47,22 +48,27 @@ def read_partition_range(
             return
         consumer.assign([TopicPartition(topic, partition, position)])
         deadline = time.monotonic() + timeout
-        at_eof = False
-        while position < end and not at_eof:
-            batch = []
-            for msg in consumer.consume(chunk, timeout=1.0):
-                offset, error = msg.offset(), msg.error()
+        while True:
+            batch, at_end = [], False
+            # A short wait: partition EOF ends the read, so nothing waits for a full chunk.
+            for msg in consumer.consume(min(chunk, end - position), timeout=0.2):
+                error, offset = msg.error(), msg.offset()
                 if error is not None:
-                    at_eof = at_eof or error.code() == KafkaError._PARTITION_EOF
+                    at_end = at_end or error.code() == KafkaError._PARTITION_EOF
                     continue
-                if offset is None or offset >= end:
+                if offset is None:
                     continue
-                batch.append(SourceRecord(partition, offset, msg.value()))
+                if offset >= end:
+                    at_end = True
+                    break
+                batch.append(SourceRecord(partition, offset, msg.value(), msg.key()))
             if batch:
                 position = batch[-1].offset + 1
                 deadline = time.monotonic() + timeout
                 yield batch
-            elif time.monotonic() > deadline:
+            if at_end or position >= end:
+                return
+            if not batch and time.monotonic() > deadline:
                 raise BrokerError(
                     f"no progress reading {topic}[{partition}] at offset {position} for {timeout:.0f}s"
                 )

@@ -23,6 +23,7 @@ from streams.checkpoints import CheckpointLog
 from streams.config import MsliSettings
 from streams.dead_letters import DeadLetterSink
 from streams.events import BadEvent, EventValidator
+from streams.faults import crash_point
 from streams.publisher import Headers, KafkaPublisher, producer_config
 from streams.topics import CLOSABLE_AT_HEADER
 from streams.windowing import SegmentationConfig, SegmentCloser
@@ -38,6 +39,9 @@ class SegmenterStats:
     dead_letters: int = 0
     late: int = 0
     duplicates: int = 0
+    capped: int = 0  # events over the segments-per-window cap (dead-lettered)
+    stalls: int = 0  # checkpoints Kafka took longer than the session timeout to acknowledge
+    stalled_seconds: float = 0.0
     closed: Counter[str] = field(default_factory=Counter)
     positions: dict[int, int] = field(default_factory=dict)  # next offset to read, per partition
 
@@ -79,7 +83,7 @@ class Segmenter:
         self.stats = SegmenterStats()
         self._last_record_at: dict[int, float] = {}
         self._stop = threading.Event()
-        self._last_checkpoint = time.monotonic()
+        self._last_checkpoint = self._last_status = time.monotonic()
         self.assigned = threading.Event()  # set once the group has given this member partitions
         # A replay (`msli replay --source events`) starts here instead of at its checkpoints,
         # and may cap its speed: throttle(n) is called before handling n records.
@@ -103,6 +107,8 @@ class Segmenter:
                 self._advance_quiet_partitions()
                 if time.monotonic() - self._last_checkpoint >= self.settings.commit_interval_seconds:
                     self.checkpoint()
+                if time.monotonic() - self._last_status >= self.settings.status_interval_seconds:
+                    self._log_status()
             self.checkpoint()
         finally:
             self.consumer.close()
@@ -131,7 +137,7 @@ class Segmenter:
                 self._dead_letter(msg, event.reason, event.detail)
                 continue
             self.stats.events += 1
-            late_before = len(closer.late_offsets)
+            late_before, capped_before = len(closer.late_offsets), len(closer.capped_offsets)
             closed_before = len(closer.closed)
             closer.add(
                 offset,
@@ -148,6 +154,11 @@ class Segmenter:
                 self._stamp(partition, len(closer.closed) - closed_before, stamp)
             if len(closer.late_offsets) > late_before:
                 self._dead_letter(msg, "late", f"window closed; watermark {closer.watermark}")
+            elif len(closer.capped_offsets) > capped_before:
+                self.stats.capped += 1
+                self._dead_letter(
+                    msg, "segment-cap", f"user has {self.rules.max_segments} segments in this window already"
+                )
         self._emit_closed()
 
     def _stamp(self, partition: int, count: int, closable_at_ms: int) -> None:
@@ -169,6 +180,7 @@ class Segmenter:
                 )
             closer.closed.clear()
             closer.late_offsets.clear()
+            closer.capped_offsets.clear()
             self.stats.positions[partition] = closer.next_offset
         self.stats.late = sum(c.late for c in self.closers.values())
         self.stats.duplicates = sum(c.duplicates for c in self.closers.values())
@@ -225,7 +237,11 @@ class Segmenter:
     # --- progress ----------------------------------------------------------------------------------
     def checkpoint(self, partitions: list[int] | None = None) -> None:
         """Make everything produced so far durable, then record where a restart resumes."""
-        self._last_checkpoint = time.monotonic()
+        started = self._last_checkpoint = time.monotonic()
+        self._save_progress(partitions)
+        self._note_stall(time.monotonic() - started)
+
+    def _save_progress(self, partitions: list[int] | None) -> None:
         chosen = {p: c for p, c in self.closers.items() if partitions is None or p in partitions}
         self.publisher.flush()
         if not chosen:
@@ -233,6 +249,7 @@ class Segmenter:
         points = {p: point for p, c in chosen.items() if (point := c.checkpoint()) is not None}
         if not points:
             return
+        crash_point("segments-published")
         self.checkpoints.save(self.publisher, self.topic, points)
         self.publisher.flush()
         offsets = [TopicPartition(self.topic, p, offset) for p, (offset, _) in points.items()]
@@ -240,6 +257,36 @@ class Segmenter:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except Exception as exc:  # the checkpoint topic already holds the truth; the commit is for lag tools
             log.warning("offset commit failed (checkpoints are saved): %s", exc)
+        crash_point("checkpoint-committed")
+
+    def _note_stall(self, seconds: float) -> None:
+        """A checkpoint is a round trip to every broker we write to: one that takes longer than the
+        session timeout means Kafka stalled. The worker waits it out; the log and stats say so."""
+        if seconds <= self.settings.session_timeout_seconds:
+            return
+        self.stats.stalls += 1
+        self.stats.stalled_seconds += seconds
+        log.warning(
+            "Kafka stalled: a checkpoint took %.1f s to be acknowledged (session timeout %.0f s); resumed",
+            seconds,
+            self.settings.session_timeout_seconds,
+        )
+
+    def _log_status(self) -> None:
+        self._last_status = time.monotonic()
+        stats, closers = self.stats, self.closers.values()
+        log.info(
+            "status: %d events, %d segments closed, %d open segments (%d windows, %d events), "
+            "%d dead letters, %d duplicates, %d stalls",
+            stats.events,
+            stats.segments_closed,
+            sum(c.open_segments for c in closers),
+            sum(c.open_windows for c in closers),
+            sum(c.open_events() for c in closers),
+            stats.dead_letters,
+            stats.duplicates,
+            stats.stalls,
+        )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         saved = self.checkpoints.load(self.topic)

@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.config import MsliSettings
 from streams.errors import BrokerError
+from streams.publisher import MAX_RECORD_BYTES
 
 __all__ = ["CLOSABLE_AT_HEADER", "closable_at_ms", "ensure_topics", "topic_specs"]
 
@@ -44,7 +45,7 @@ def topic_specs(settings: MsliSettings) -> dict[str, tuple[int, dict[str, str]]]
         settings.events_topic: (n, {}),
         settings.segments_topic: (n, {"retention.ms": "-1"}),
         settings.representations_topic: (n, {"cleanup.policy": "compact"}),
-        settings.dead_letter_topic: (n, {}),
+        settings.dead_letter_topic: (n, {"max.message.bytes": str(MAX_RECORD_BYTES + 64 * 1024)}),
         settings.checkpoints_topic: (1, {"cleanup.policy": "compact"}),
         settings.control_topic: (1, {"cleanup.policy": "compact"}),
     }

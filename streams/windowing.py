@@ -9,7 +9,8 @@ input from a checkpoint gives byte-identical segments. The rules, per event e of
 2. A duplicate of an event already in an open window (same event_id, or same item, action and time
    when there is no id) counts once.
 3. e joins u's open segment in w, or opens one with the window's next ordinal. A segment that
-   reaches `max_events` closes (`size`).
+   reaches `max_events` closes (`size`). A window that already opened `max_segments` segments opens
+   no more: e is capped (dead-lettered), so one user's flood costs bounded memory.
 4. The watermark becomes max(watermark, e.time). When it grows, windows whose end + lateness it
    reached close (`window`, and their state is forgotten), then segments whose newest event is
    `user_idle` older than it close (`idle`). The window stays open for u's later events.
@@ -40,6 +41,7 @@ class SegmentationConfig:
     allowed_lateness_ms: int = 60_000  # a window closes when the watermark passes its end plus this
     user_idle_ms: int = 1_800_000  # event-time gap after a user's newest event that closes the segment
     max_events: int = 32  # size cap: a segment this long closes and the window starts another
+    max_segments: int = 64  # segments one user may open in one window; further events are capped
     late_events: Literal["reopen", "dead-letter"] = "reopen"  # what happens to events of closed windows
 
     @classmethod
@@ -49,6 +51,7 @@ class SegmentationConfig:
             allowed_lateness_ms=int(settings.allowed_lateness_seconds * 1000),
             user_idle_ms=int(settings.user_idle_seconds * 1000),
             max_events=settings.max_events_per_segment,
+            max_segments=settings.max_segments_per_user_window,
             late_events=settings.late_events,
         )
 
@@ -93,6 +96,7 @@ class SegmentCloser:
         self._idle_deadlines: list[tuple[int, str, int, int]] = []
         self.closed: list[dict[str, Any]] = []  # ClosedSegment records, drained by the caller
         self.late_offsets: list[int] = []  # offsets of late events to dead-letter (policy dead-letter)
+        self.capped_offsets: list[int] = []  # offsets of events over the segments-per-window cap
         self.duplicates = 0
         self.late = 0
         self.next_offset = -1  # offset after the last event seen; -1 until one is seen or restored
@@ -124,6 +128,9 @@ class SegmentCloser:
         identity = event_id if event_id is not None else (item_id, action, event_time_ms)
         if identity in state.seen:
             self.duplicates += 1
+        elif state.open is None and state.next_ordinal >= cfg.max_segments:
+            # Not remembered in `seen`: the window's state must stay bounded whatever one user sends.
+            self.capped_offsets.append(offset)
         else:
             state.seen.add(identity)
             segment = state.open

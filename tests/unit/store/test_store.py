@@ -116,3 +116,19 @@ def test_unwritable_store_path_is_a_store_error(tmp_path) -> None:
     blocker.write_text("a file where the store's parent directory should be")
     with pytest.raises(StoreError, match="cannot open store"):
         RocksDBVectorStore(blocker / "db")
+
+
+def test_pending_users_persist_with_their_write_until_cleared(tmp_path) -> None:
+    path = tmp_path / "db"
+    with RocksDBVectorStore(path) as store:
+        batch = store.batch()
+        batch.put_representation(MODEL, "u1", b"rep")
+        batch.mark_pending("u1")
+        batch.mark_pending("u2")
+        store.write(batch)
+    with RocksDBVectorStore(path) as store:  # as after a crash: the marks came back with the state
+        assert store.pending_users() == ["u1", "u2"]
+        batch = store.batch()
+        batch.clear_pending("u1")
+        store.write(batch)
+        assert store.pending_users() == ["u2"]

@@ -1,0 +1,45 @@
+"""Crash on purpose at a named boundary, so tests can prove a crash there loses and doubles nothing.
+
+Inert unless the environment variable MSLI_CRASH_AT is set when the worker starts:
+
+    MSLI_CRASH_AT=store-written      SIGKILL the worker the first time it passes that boundary
+    MSLI_CRASH_AT=store-written@3    ... the third time
+
+The boundaries, in the order one unit of work passes them:
+
+    segments-published    segmenter: closed segments acknowledged by Kafka, checkpoint not yet saved
+    checkpoint-committed  segmenter: checkpoint saved and consumer offsets committed
+    encoded               encoder stage: vectors computed, nothing stored yet
+    store-written         encoder stage: the atomic store write done, representations not published
+    published             encoder stage: representations acknowledged, outbox not yet cleared
+
+SIGKILL, not an exception: nothing runs after it (no finally, no flush, no commit), as in a real
+crash. A line on stderr says where it happened, so a test can tell its crash from a bug.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from streams.errors import ConfigError
+
+__all__ = ["BOUNDARIES", "crash_point"]
+
+BOUNDARIES = ("segments-published", "checkpoint-committed", "encoded", "store-written", "published")
+
+_name, _, _nth = os.environ.get("MSLI_CRASH_AT", "").partition("@")
+if _name and (_name not in BOUNDARIES or not (_nth or "1").isdigit()):
+    raise ConfigError(f"MSLI_CRASH_AT must be BOUNDARY[@N], BOUNDARY one of {', '.join(BOUNDARIES)}")
+_remaining = int(_nth or 1) if _name else 0
+
+
+def crash_point(name: str) -> None:
+    """Kill this process here if MSLI_CRASH_AT names this boundary and its count is reached."""
+    global _remaining
+    if name != _name:
+        return
+    _remaining -= 1
+    if _remaining == 0:
+        os.write(2, f"msli: crash injected at {name} (MSLI_CRASH_AT)\n".encode())
+        os.kill(os.getpid(), signal.SIGKILL)
