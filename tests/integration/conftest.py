@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
+from msli_processes import Processes
 
 from streams.broker import LocalBroker
 
@@ -104,6 +105,14 @@ def consumer_config(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> 
         }
 
     return make
+
+
+@pytest.fixture
+def msli_processes(tmp_path: Path) -> Iterator[Processes]:
+    """Start `msli` commands as child processes; whatever still runs is killed after the test."""
+    processes = Processes(tmp_path)
+    yield processes
+    processes.close()
 
 
 def _kafka_in_docker() -> Any | None:

@@ -7,14 +7,11 @@ ratios are the ones the rows imply, and that the table, JSON and chart agree.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-MSLI = str(Path(sys.executable).with_name("msli"))
+from msli_processes import MSLI, msli_env
 
 EXPECTED = {
     "broker": "events/s",
@@ -42,9 +39,7 @@ EXPECTED = {
 
 @pytest.fixture
 def bench_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MSLI_")}
-    env.update({"MSLI_BOOTSTRAP_SERVERS": kafka_bootstrap, "MSLI_STATE_DIR": str(tmp_path / "state")})
-    return env
+    return msli_env(MSLI_BOOTSTRAP_SERVERS=kafka_bootstrap, MSLI_STATE_DIR=str(tmp_path / "state"))
 
 
 def test_quick_bench_reports_every_row(bench_env: dict[str, str], tmp_path: Path) -> None:

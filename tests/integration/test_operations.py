@@ -6,28 +6,26 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from msli_processes import MSLI, Processes, msli_env, topic_env, wait_for
 
 from encoders import SegmentBatchEncoder
 from store import open_replica
 from streams.producer import EventProducer
 from streams.routing import partition_for
 
-MSLI = str(Path(sys.executable).with_name("msli"))
 MIN = 60_000
 WINDOW = 10 * MIN
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % WINDOW
@@ -60,58 +58,25 @@ def free_port() -> int:
 
 @pytest.fixture
 def env(kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MSLI_")}
-    env.update(
-        {
-            "MSLI_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "MSLI_EVENTS_TOPIC": unique_name("events"),
-            "MSLI_SEGMENTS_TOPIC": unique_name("segments"),
-            "MSLI_REPRESENTATIONS_TOPIC": unique_name("representations"),
-            "MSLI_DEAD_LETTER_TOPIC": unique_name("dead-letters"),
-            "MSLI_CHECKPOINTS_TOPIC": unique_name("checkpoints"),
-            "MSLI_CONTROL_TOPIC": unique_name("control"),
-            "MSLI_GROUP_ID": unique_name("group"),
-            "MSLI_STATE_DIR": str(tmp_path / "live"),
-            "MSLI_TOPIC_PARTITIONS": "3",
-            "MSLI_WINDOW_SECONDS": str(WINDOW // 1000),
-            "MSLI_ALLOWED_LATENESS_SECONDS": "30",
-            "MSLI_USER_IDLE_SECONDS": "300",
-            "MSLI_MAX_EVENTS_PER_SEGMENT": "3",
-            "MSLI_PARTITION_IDLE_SECONDS": "2",
-            "MSLI_COMMIT_INTERVAL_SECONDS": "0.5",
-            "MSLI_MAX_FUTURE_SECONDS": "86400",
-            "MSLI_DEVICE": "cpu",
-        }
+    return msli_env(
+        **topic_env(unique_name),
+        MSLI_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        MSLI_STATE_DIR=str(tmp_path / "live"),
+        MSLI_TOPIC_PARTITIONS="3",
+        MSLI_WINDOW_SECONDS=str(WINDOW // 1000),
+        MSLI_ALLOWED_LATENESS_SECONDS="30",
+        MSLI_USER_IDLE_SECONDS="300",
+        MSLI_MAX_EVENTS_PER_SEGMENT="3",
+        MSLI_PARTITION_IDLE_SECONDS="2",
+        MSLI_COMMIT_INTERVAL_SECONDS="0.5",
+        MSLI_MAX_FUTURE_SECONDS="86400",
+        MSLI_DEVICE="cpu",
     )
-    return env
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    procs: list[tuple[subprocess.Popen, Any]] = []
-
-    def run(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = open(tmp_path / f"{args[0]}-{len(procs)}.log", "w")  # noqa: SIM115 - closed at teardown
-        proc = subprocess.Popen([MSLI, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
-        procs.append((proc, log))
-        return proc
-
-    yield run
-    for proc, log in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+def start(msli_processes: Processes) -> Callable[[list[str], dict[str, str]], subprocess.Popen]:
+    return msli_processes.start
 
 
 def metrics(port: int) -> dict[str, float]:

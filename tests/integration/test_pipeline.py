@@ -4,25 +4,23 @@ representations on the output topic, and the same answer from `msli query`."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer
+from msli_processes import MSLI, Processes, msli_env, topic_env, wait_for
 
 from encoders import SegmentBatchEncoder, SegmentInput
 from schemas import AvroCodec
 from store import quantize
 from streams.producer import EventProducer
 
-MSLI = str(Path(sys.executable).with_name("msli"))
 MIN = 60_000
 WINDOW = 10 * MIN
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % WINDOW  # a window boundary
@@ -65,62 +63,30 @@ def expected_segments(events: list[dict[str, Any]]) -> dict[str, list[list[str]]
 
 @pytest.fixture
 def worker_env(kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MSLI_")}
-    env.update(
-        {
-            "MSLI_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "MSLI_EVENTS_TOPIC": unique_name("events"),
-            "MSLI_SEGMENTS_TOPIC": unique_name("segments"),
-            "MSLI_REPRESENTATIONS_TOPIC": unique_name("representations"),
-            "MSLI_DEAD_LETTER_TOPIC": unique_name("dead-letters"),
-            "MSLI_CHECKPOINTS_TOPIC": unique_name("checkpoints"),
-            "MSLI_GROUP_ID": unique_name("group"),
-            "MSLI_STATE_DIR": str(tmp_path / "state"),
-            "MSLI_TOPIC_PARTITIONS": "3",
-            "MSLI_WINDOW_SECONDS": str(WINDOW // 1000),
-            "MSLI_ALLOWED_LATENESS_SECONDS": "30",
-            "MSLI_USER_IDLE_SECONDS": "300",
-            "MSLI_MAX_EVENTS_PER_SEGMENT": str(MAX_EVENTS),
-            "MSLI_PARTITION_IDLE_SECONDS": "2",
-            "MSLI_COMMIT_INTERVAL_SECONDS": "0.5",
-            "MSLI_MAX_FUTURE_SECONDS": "86400",
-            "MSLI_DEVICE": "cpu",
-        }
+    return msli_env(
+        **topic_env(unique_name),
+        MSLI_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        MSLI_STATE_DIR=str(tmp_path / "state"),
+        MSLI_TOPIC_PARTITIONS="3",
+        MSLI_WINDOW_SECONDS=str(WINDOW // 1000),
+        MSLI_ALLOWED_LATENESS_SECONDS="30",
+        MSLI_USER_IDLE_SECONDS="300",
+        MSLI_MAX_EVENTS_PER_SEGMENT=str(MAX_EVENTS),
+        MSLI_PARTITION_IDLE_SECONDS="2",
+        MSLI_COMMIT_INTERVAL_SECONDS="0.5",
+        MSLI_MAX_FUTURE_SECONDS="86400",
+        MSLI_DEVICE="cpu",
     )
-    return env
 
 
 @pytest.fixture
-def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen]]:
-    procs: list[tuple[subprocess.Popen, Any]] = []
-
-    def start() -> subprocess.Popen:
-        log = open(tmp_path / f"worker-{len(procs)}.log", "w")  # noqa: SIM115 - closed at teardown
-        proc = subprocess.Popen([MSLI, "worker"], env=worker_env, stdout=log, stderr=subprocess.STDOUT)
-        procs.append((proc, log))
-        return proc
-
-    yield start
-    for proc, log in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+def start_worker(worker_env: dict[str, str], msli_processes: Processes) -> Callable[[], subprocess.Popen]:
+    return lambda: msli_processes.start(["worker"], worker_env)
 
 
 def query(env: dict[str, str], user: str) -> dict[str, Any] | None:
     out = subprocess.run([MSLI, "query", user, "--json"], env=env, capture_output=True, text=True, timeout=60)
     return json.loads(out.stdout) if out.returncode == 0 else None
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list[Any]:

@@ -3,23 +3,19 @@ topic; `store.open_replica(path).get(user)` reads it while the sync writes."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from msli_processes import MSLI, msli_env, wait_for
 
 from schemas import AvroCodec
 from store import StoredSegment, open_replica
 from streams.fuser import representation_record
 from streams.publisher import KafkaPublisher, producer_config
 
-MSLI = str(Path(sys.executable).with_name("msli"))
 CODEC = AvroCodec("UserRepresentation")
 
 
@@ -29,29 +25,17 @@ def rep(user: str, version: str, t: int) -> bytes:
     return CODEC.encode(representation_record(user, version, [segment], 1000.0))
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def test_replica_follows_the_topic_and_the_promotions(
     kafka_bootstrap: str, create_topic: Callable[..., str], unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     reps = create_topic("representations", partitions=3, config={"cleanup.policy": "compact"})
     control = create_topic("control", partitions=1, config={"cleanup.policy": "compact"})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MSLI_")}
-    env.update(
-        {
-            "MSLI_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "MSLI_REPRESENTATIONS_TOPIC": reps,
-            "MSLI_CONTROL_TOPIC": control,
-            "MSLI_GROUP_ID": unique_name("group"),
-            "MSLI_STATE_DIR": str(tmp_path / "no-worker-here"),
-        }
+    env = msli_env(
+        MSLI_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        MSLI_REPRESENTATIONS_TOPIC=reps,
+        MSLI_CONTROL_TOPIC=control,
+        MSLI_GROUP_ID=unique_name("group"),
+        MSLI_STATE_DIR=str(tmp_path / "no-worker-here"),
     )
     publisher = KafkaPublisher(producer_config({"bootstrap.servers": kafka_bootstrap}))
 

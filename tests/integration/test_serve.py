@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from msli_processes import MSLI, msli_env
 
 from encoders import SegmentBatchEncoder, SegmentInput, maxsim_scores
 from schemas import AvroCodec
 from store import RocksDBVectorStore, StoredSegment, ensure_promoted, quantize
 from streams.fuser import representation_record
 
-MSLI = str(Path(sys.executable).with_name("msli"))
 TOKEN = "s3cret"
 USER = "user/with space"  # ids travel percent-encoded
 
@@ -51,17 +49,13 @@ def build_store(path: Path) -> tuple[str, dict[str, Any]]:
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
     version, record = build_store(tmp_path / "state" / "store")
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("MSLI_") and k != "KAFKA_BOOTSTRAP_SERVERS"
-    }
-    env.update(
-        {
-            "MSLI_STATE_DIR": str(tmp_path / "state"),
-            "MSLI_API_TOKEN": TOKEN,
-            "MSLI_MAX_CANDIDATES": "5",
-            "MSLI_DEVICE": "cpu",
-        }
+    env = msli_env(
+        MSLI_STATE_DIR=str(tmp_path / "state"),
+        MSLI_API_TOKEN=TOKEN,
+        MSLI_MAX_CANDIDATES="5",
+        MSLI_DEVICE="cpu",
     )
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # serve reads only the store; it must not need a broker
     log = open(tmp_path / "serve.log", "w+")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([MSLI, "serve", "--port", "0"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

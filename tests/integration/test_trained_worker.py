@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from msli_processes import MSLI, msli_env, topic_env
 
 from encoders import ItemVocabulary, SegmentBatchEncoder, SegmentEncoder
 from encoders.commands import train_checkpoint
@@ -20,8 +20,6 @@ from streams.producer import EventProducer
 from streams.synthetic import generate
 from streams.windowing import SegmentationConfig
 
-MSLI = str(Path(sys.executable).with_name("msli"))
-_TOPICS = ("events", "segments", "representations", "dead_letter", "checkpoints")
 RULES = SegmentationConfig(window_ms=600_000, allowed_lateness_ms=30_000, user_idle_ms=300_000, max_events=8)
 
 
@@ -31,23 +29,19 @@ def test_worker_stamps_the_trained_version_and_refuses_another_catalogue(
     events = generate(n_users=20, n_items=50, n_events=600, seed=4, out_of_order_fraction=0.0).to_dicts()
     config = TrainingConfig.quick(dim=16, epochs=1)
     trained = train_checkpoint(events, "synthetic", tmp_path / "trained", RULES, 16, 604_800_000.0, config)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MSLI_")}
-    env.update(
-        {
-            **{f"MSLI_{role.upper()}_TOPIC": unique_name(role) for role in _TOPICS},
-            "MSLI_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "MSLI_GROUP_ID": unique_name("group"),
-            "MSLI_STATE_DIR": str(tmp_path / "state"),
-            "MSLI_TOPIC_PARTITIONS": "1",
-            "MSLI_WINDOW_SECONDS": "600",
-            "MSLI_ALLOWED_LATENESS_SECONDS": "30",
-            "MSLI_USER_IDLE_SECONDS": "300",
-            "MSLI_MAX_EVENTS_PER_SEGMENT": "8",
-            "MSLI_PARTITION_IDLE_SECONDS": "2",
-            "MSLI_MAX_FUTURE_SECONDS": str(10**9),
-            "MSLI_DEVICE": "cpu",
-            "MSLI_ENCODER_CHECKPOINT": str(tmp_path / "trained"),
-        }
+    env = msli_env(
+        **topic_env(unique_name),
+        MSLI_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        MSLI_STATE_DIR=str(tmp_path / "state"),
+        MSLI_TOPIC_PARTITIONS="1",
+        MSLI_WINDOW_SECONDS="600",
+        MSLI_ALLOWED_LATENESS_SECONDS="30",
+        MSLI_USER_IDLE_SECONDS="300",
+        MSLI_MAX_EVENTS_PER_SEGMENT="8",
+        MSLI_PARTITION_IDLE_SECONDS="2",
+        MSLI_MAX_FUTURE_SECONDS=str(10**9),
+        MSLI_DEVICE="cpu",
+        MSLI_ENCODER_CHECKPOINT=str(tmp_path / "trained"),
     )
     with open(tmp_path / "worker.log", "w") as log:
         worker = subprocess.Popen([MSLI, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)

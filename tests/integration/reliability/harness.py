@@ -12,11 +12,9 @@ MSLI_PARTITION_IDLE_SECONDS far above any pause of a test, so no window closes o
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from msli_processes import MSLI, msli_env, wait_for
 from oracle import Expected, Rules, expect, store_differences, topic_differences
 
 from encoders import SegmentBatchEncoder
@@ -36,7 +35,6 @@ from streams.config import MsliSettings
 from streams.producer import EventProducer
 from streams.topics import ensure_topics
 
-MSLI = str(Path(sys.executable).with_name("msli"))
 MIN = 60_000
 HOUR = 60 * MIN
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR  # event times start on an hour boundary (Nov 2023)
@@ -44,18 +42,6 @@ DRAIN_USER = "~drain"
 _LOG_TIME = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 Record = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]  # offset, key, value, headers
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
-    """Poll until `condition()` is truthy; generous timeouts, no timing assertions."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 @dataclass
@@ -121,9 +107,8 @@ class Pipeline:
             for role in ("events", "segments", "representations", "dead-letters", "checkpoints")
         }
         self.group = names("group")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MSLI_")}
-        self.env.update(
-            {
+        self.env = msli_env(
+            **{
                 "MSLI_BOOTSTRAP_SERVERS": bootstrap,
                 "MSLI_EVENTS_TOPIC": self.topics["events"],
                 "MSLI_SEGMENTS_TOPIC": self.topics["segments"],
