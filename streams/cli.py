@@ -157,6 +157,7 @@ def produce(
     from streams.pacing import paced_events
     from streams.producer import EventProducer
     from streams.readers import EventFileReader, sort_by_event_time
+    from streams.topics import ensure_topics
 
     settings = _settings(ctx)
     if file is not None and synthetic is None:
@@ -171,6 +172,8 @@ def produce(
         raise click.UsageError("give a FILE or --synthetic N")
     if not no_sort:
         events = sort_by_event_time(events)
+    # A first produce would otherwise let the broker auto-create the topic with its own partition count.
+    ensure_topics(settings)
     with EventProducer(settings.kafka_client_config(), topic=settings.events_topic) as producer:
         producer.send_many(paced_events(events, rate=rate, speedup=speedup) if rate or speedup else events)
     click.echo(f"produced {len(events):,} events to {settings.events_topic}{skipped}")

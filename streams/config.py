@@ -114,7 +114,6 @@ class MsliSettings(BaseSettings):
         ge=0,
         description="Intra-op threads for CPU encoding; 0: one per CPU but the one the segmenter needs.",
     )
-    web_port: int = Field(default=6066, ge=0, le=65535)
     status_interval_seconds: float = Field(
         default=60.0, gt=0, description="How often the worker logs a status line (open segments, stalls)."
     )
