@@ -175,7 +175,12 @@ def pad_segments(
         actions[r, :n] = acts
         features[r, :n] = feats
         mask[r, :n] = True
-    return tuple(torch.from_numpy(a).to(device) for a in (items, actions, features, mask))  # type: ignore[return-value]
+    tensors = [torch.from_numpy(a) for a in (items, actions, features, mask)]
+    if device.type == "cuda":
+        # From pinned memory the copy is asynchronous: the host pads the next pass while the GPU
+        # runs this one, instead of waiting for it at every copy.
+        return tuple(t.pin_memory().to(device, non_blocking=True) for t in tensors)  # type: ignore[return-value]
+    return tuple(t.to(device) for t in tensors)  # type: ignore[return-value]
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
