@@ -19,6 +19,7 @@ from streams.logs import setup_logging
 __all__ = ["main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+EXIT_DEADLINE_SECONDS = 10.0  # after the worker released everything, for the interpreter to exit
 # Errors of the other packages are as user-facing as ours; imported lazily in _user_errors().
 
 
@@ -96,6 +97,7 @@ def worker(ctx: click.Context) -> None:
     """Run the stream worker: segmenter, encoder stage, store and publisher. Start several with the
     same MSLI_GROUP_ID to split the partitions; stop with SIGINT or SIGTERM."""
     from streams.app import WorkerRuntime, run_worker
+    from streams.exit_guard import exit_within
 
     settings = _settings(ctx)
     runtime = WorkerRuntime(settings)
@@ -107,7 +109,15 @@ def worker(ctx: click.Context) -> None:
         runtime.encoder.device,
         settings.state_dir,
     )
-    run_worker(runtime)
+    try:
+        run_worker(runtime)
+    except KeyboardInterrupt:
+        exit_within(EXIT_DEADLINE_SECONDS, 130)
+        raise
+    except BaseException:
+        exit_within(EXIT_DEADLINE_SECONDS, 1)  # main() prints the error and exits 1
+        raise
+    exit_within(EXIT_DEADLINE_SECONDS, 0)
 
 
 @cli.command()
