@@ -51,9 +51,10 @@ def load_encoder(settings: MsliSettings) -> SegmentBatchEncoder:
 
 
 def torch_threads(settings: MsliSettings) -> int:
-    """The encoder's intra-op threads. The segmenter thread needs a core of its own: with torch on
-    every core, OpenMP's spinning workers and the segmenter preempt each other. A worker on 2 busy
-    cores ran 2,873 events/s end to end with 2 threads, 8,341 with 1 (docs/performance.md)."""
+    """The encoder's intra-op threads. The segmenter needs a core of its own (its process, or its
+    thread): with torch on every core, OpenMP's spinning workers and the segmenter preempt each
+    other. A worker on 2 busy cores ran 2,873 events/s end to end with 2 threads, 8,341 with 1; with
+    the segmenter in its own process, 1,883 with 2 and 11,655 with 1 (docs/performance.md)."""
     return settings.torch_threads or max(1, (os.cpu_count() or 2) - 1)
 
 
