@@ -167,7 +167,7 @@ class SegmenterService(Service):
             def on_exit(error: BaseException | None) -> None:
                 if error is not None:
                     self.runtime.fail(error)
-                if not loop.is_closed():
+                if (error is not None or not segmenter.stopping) and not loop.is_closed():
                     loop.call_soon_threadsafe(self.runtime.request_stop)
 
             try:

@@ -13,6 +13,9 @@ The boundaries, in the order one unit of work passes them:
     store-written         encoder stage: the atomic store write done, representations not published
     published             encoder stage: representations acknowledged, outbox not yet cleared
 
+A crash in the worker's segmenter process (streams/segmenter_process.py) SIGKILLs the worker
+first: it is a crash of the one worker the process is part of.
+
 SIGKILL, not an exception: nothing runs after it (no finally, no flush, no commit), as in a real
 crash. A line on stderr says where it happened, so a test can tell its crash from a bug.
 """

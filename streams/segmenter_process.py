@@ -128,6 +128,11 @@ class SegmenterProcess:
             with contextlib.suppress(OSError):  # already gone; the reader reports how
                 self._conn.send("stop")
 
+    @property
+    def stopping(self) -> bool:
+        """Whether the worker asked the child to stop (its clean exit is then no news)."""
+        return self._stopping
+
     def join(self) -> None:
         if self._reader is not None:
             self._reader.join()
