@@ -1,8 +1,10 @@
-"""The worker's wiring: one process, a confluent-kafka segmenter thread and a faust encoder agent.
+"""The worker's wiring: a confluent-kafka segmenter (a child process, or a thread) and a faust
+encoder agent.
 
 Raw events are many and small, so the segmenter reads them in big batches with confluent-kafka;
 closed segments are few and costly to encode, so a faust agent takes them in micro-batches. Both
-run in one faust worker; either failing stops the process with a non-zero status.
+run under one faust worker; either failing stops the worker with a non-zero status. The segmenter
+runs in a process of its own by default (`streams/segmenter_process.py`), so the two use two cores.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from streams.operations import WorkerOperations
 from streams.publisher import KafkaPublisher, producer_config
 from streams.segment_reader import read_partition_range
 from streams.segmenter import Segmenter
+from streams.segmenter_process import SegmenterProcess
 from streams.topics import closable_at_ms, ensure_topics
 
 __all__ = ["WorkerRuntime", "load_encoder", "run_worker", "torch_threads"]
@@ -48,9 +51,10 @@ def load_encoder(settings: MsliSettings) -> SegmentBatchEncoder:
 
 
 def torch_threads(settings: MsliSettings) -> int:
-    """The encoder's intra-op threads. The segmenter thread needs a core of its own: with torch on
-    every core, OpenMP's spinning workers and the segmenter preempt each other. A worker on 2 busy
-    cores ran 2,873 events/s end to end with 2 threads, 8,341 with 1 (docs/performance.md)."""
+    """The encoder's intra-op threads. The segmenter needs a core of its own (its process, or its
+    thread): with torch on every core, OpenMP's spinning workers and the segmenter preempt each
+    other. A worker on 2 busy cores ran 2,873 events/s end to end with 2 threads, 8,341 with 1; with
+    the segmenter in its own process, 1,883 with 2 and 11,655 with 1 (docs/performance.md)."""
     return settings.torch_threads or max(1, (os.cpu_count() or 2) - 1)
 
 
@@ -91,7 +95,9 @@ class WorkerRuntime:
                 client, settings.segments_topic, p, start, end
             ),
         )
-        self.segmenter = Segmenter(settings)
+        self.segmenter: Segmenter | SegmenterProcess = (
+            SegmenterProcess(settings) if settings.segmenter_process else Segmenter(settings)
+        )
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msli-encoder")
         self.error: BaseException | None = None
         self.request_stop: Callable[[], None] = lambda: None  # set by run_worker; call on the loop thread
@@ -145,7 +151,8 @@ class WorkerRuntime:
 
 
 class SegmenterService(Service):
-    """Runs the segmenter's blocking consumer loop in a thread for the lifetime of the worker."""
+    """Runs the segmenter for the lifetime of the worker: its process, or its blocking consumer loop
+    in a thread. Its failure, or its process ending, stops the worker."""
 
     def __init__(self, runtime: WorkerRuntime, **kwargs: Any) -> None:
         self.runtime = runtime
@@ -154,10 +161,25 @@ class SegmenterService(Service):
 
     async def on_start(self) -> None:
         loop = asyncio.get_running_loop()
+        segmenter = self.runtime.segmenter
+        if isinstance(segmenter, SegmenterProcess):
+
+            def on_exit(error: BaseException | None) -> None:
+                if error is not None:
+                    self.runtime.fail(error)
+                if (error is not None or not segmenter.stopping) and not loop.is_closed():
+                    loop.call_soon_threadsafe(self.runtime.request_stop)
+
+            try:
+                segmenter.start(on_exit)
+            except Exception as exc:  # failing here would leave faust half started
+                self.runtime.fail(exc)
+                loop.call_soon(self.runtime.request_stop)
+            return
 
         def run() -> None:
             try:
-                self.runtime.segmenter.run()
+                segmenter.run()
             except BaseException as exc:
                 self.runtime.fail(exc)
                 loop.call_soon_threadsafe(self.runtime.request_stop)
@@ -166,8 +188,11 @@ class SegmenterService(Service):
         self._thread.start()
 
     async def on_stop(self) -> None:
-        self.runtime.segmenter.stop()
-        if self._thread is not None:
+        segmenter = self.runtime.segmenter
+        segmenter.stop()
+        if isinstance(segmenter, SegmenterProcess):
+            await asyncio.get_running_loop().run_in_executor(None, segmenter.join)
+        elif self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
 

@@ -59,10 +59,12 @@ class Child:
 
     def __init__(self, name: str, target: Callable[..., dict[str, Any]], *args: Any) -> None:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding librdkafka threads
+        # Not a daemon: the worker row's child starts the segmenter process of its own. `stop()`
+        # (on every way out) ends it, and its children die with it (streams/segmenter_process.py).
         self.name = name
         self.conn, child_conn = ctx.Pipe()
         self.process = ctx.Process(
-            target=_child_main, args=(target, child_conn, args), name=f"msli-bench-{name}", daemon=True
+            target=_child_main, args=(target, child_conn, args), name=f"msli-bench-{name}"
         )
         self.process.start()
         child_conn.close()

@@ -109,6 +109,11 @@ class MsliSettings(BaseSettings):
     state_dir: Path = Path("msli-state")
     encoder_checkpoint: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    segmenter_process: bool = Field(
+        default=True,
+        description="Run the segmenter in a process of its own (a core of its own; one process holds "
+        "one interpreter lock); false: a thread of the worker process, as before.",
+    )
     torch_threads: int = Field(
         default=0,
         ge=0,

@@ -13,6 +13,9 @@ The boundaries, in the order one unit of work passes them:
     store-written         encoder stage: the atomic store write done, representations not published
     published             encoder stage: representations acknowledged, outbox not yet cleared
 
+A crash in the worker's segmenter process (streams/segmenter_process.py) SIGKILLs the worker
+first: it is a crash of the one worker the process is part of.
+
 SIGKILL, not an exception: nothing runs after it (no finally, no flush, no commit), as in a real
 crash. A line on stderr says where it happened, so a test can tell its crash from a bug.
 """
@@ -24,7 +27,7 @@ import signal
 
 from streams.errors import ConfigError
 
-__all__ = ["BOUNDARIES", "crash_point"]
+__all__ = ["BOUNDARIES", "crash_point", "kill_also"]
 
 BOUNDARIES = ("segments-published", "checkpoint-committed", "encoded", "store-written", "published")
 
@@ -32,6 +35,13 @@ _name, _, _nth = os.environ.get("MSLI_CRASH_AT", "").partition("@")
 if _name and (_name not in BOUNDARIES or not (_nth or "1").isdigit()):
     raise ConfigError(f"MSLI_CRASH_AT must be BOUNDARY[@N], BOUNDARY one of {', '.join(BOUNDARIES)}")
 _remaining = int(_nth or 1) if _name else 0
+_also: int | None = None  # the worker, when this is its segmenter process
+
+
+def kill_also(pid: int) -> None:
+    """A crash here is a crash of the worker `pid` this process is part of: kill it first."""
+    global _also
+    _also = pid
 
 
 def crash_point(name: str) -> None:
@@ -42,4 +52,6 @@ def crash_point(name: str) -> None:
     _remaining -= 1
     if _remaining == 0:
         os.write(2, f"msli: crash injected at {name} (MSLI_CRASH_AT)\n".encode())
+        if _also is not None:
+            os.kill(_also, signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)

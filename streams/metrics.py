@@ -27,6 +27,8 @@ from streams.windowing import NO_WATERMARK
 if TYPE_CHECKING:
     from streams.app import WorkerRuntime
     from streams.encoder_stage import Encoder
+    from streams.segmenter_process import PartitionView
+    from streams.windowing import SegmentCloser
 
 __all__ = ["MetricsServer", "TimedEncoder", "WorkerMetrics"]
 
@@ -117,7 +119,8 @@ class WorkerMetrics(Collector):
         yield _counter(
             "msli_kafka_stalled_seconds", "Time spent in those checkpoints.", seg.stats.stalled_seconds
         )
-        closers = list(seg.closers.items())  # copied: the segmenter thread may change the dict
+        # Copied: the segmenter thread may change the dict (a segmenter process's view is replaced whole).
+        closers: list[tuple[int, SegmentCloser | PartitionView]] = list(seg.closers.items())
         delay = GaugeMetricFamily(
             "msli_watermark_delay_seconds",
             "Wall clock minus the partition's watermark (event time).",

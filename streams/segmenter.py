@@ -89,6 +89,7 @@ class Segmenter:
         # and may cap its speed: throttle(n) is called before handling n records.
         self.start_offsets: dict[int, int] | None = None
         self.throttle: Callable[[int], None] | None = None
+        self.on_progress: Callable[[], None] | None = None  # called once per consume loop, on its thread
 
     # --- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -109,6 +110,8 @@ class Segmenter:
                     self.checkpoint()
                 if time.monotonic() - self._last_status >= self.settings.status_interval_seconds:
                     self._log_status()
+                if self.on_progress is not None:
+                    self.on_progress()
             self.checkpoint()
         finally:
             self.consumer.close()

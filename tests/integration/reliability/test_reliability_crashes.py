@@ -3,10 +3,12 @@ while events flow. After a clean final run the store and the output topic equal 
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,4 +118,54 @@ def test_kill_9_mid_stream_ends_equal_to_the_oracle(make_pipeline, figures, n_us
         f"restart to partitions assigned: {', '.join(f'{s:.1f}' for s in to_assigned)} s; "
         f"kill to new progress: {', '.join(f'{s:.1f}' for s in recoveries) or 'n/a'} s; "
         f"final drain {drain_s:.0f} s"
+    )
+
+
+def _segmenter_processes(pid: int) -> list[int]:
+    """Live children of `pid` started by multiprocessing's spawn (from /proc; not its resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux's /proc")
+def test_the_segmenter_process_and_the_worker_die_together(make_pipeline, figures) -> None:
+    """The segmenter runs in a child process: SIGKILL it and the worker stops with status 1; SIGKILL
+    the worker and the child does not outlive it in the group. Nothing is lost either way."""
+    pipeline = make_pipeline(RULES)
+    events = synthetic_events(n_users=200, n_events=3_000, seed=5)
+    pipeline.produce(events[:1_500])
+    worker = pipeline.start_worker("w")
+    pipeline.wait_assigned(worker)
+    (child,) = wait_for(lambda: _segmenter_processes(worker.proc.pid), 30, "the segmenter process", 0.2)
+    os.kill(child, signal.SIGKILL)
+    assert worker.wait_exit(timeout=120) == 1, worker.log()[-3000:]
+    assert "the segmenter process died (signal 9)" in worker.log()
+
+    pipeline.produce(events[1_500:])
+    worker = pipeline.start_worker("w")
+    pipeline.wait_assigned(worker)
+    (child,) = wait_for(lambda: _segmenter_processes(worker.proc.pid), 30, "the segmenter process", 0.2)
+    killed = time.monotonic()
+    worker.kill()
+    wait_for(lambda: not _alive(child), 30, "the segmenter process to die with the worker", 0.1)
+    gone_s = time.monotonic() - killed
+    expected, _, _, _ = finish(pipeline, pipeline.start_worker("w"))
+    figures(
+        f"segmenter process SIGKILLed: worker exit 1; worker SIGKILLed: its segmenter process gone "
+        f"{gone_s:.1f} s later; {sum(len(s) for s in expected.segments.values())} segments equal the oracle"
     )
