@@ -17,6 +17,10 @@ With s_i(x) = <v_i, x>:
   sum_i w_i s_i(x), the fused score; as T shrinks, to the unweighted max_i s_i(x).
 - Fused:  score(x) = <f, x>, f the recency-weighted mean of the segment vectors.
 
+Every scorer takes an optional `item_bias`: one learned score per candidate (a popularity prior,
+SegmentBatchEncoder.item_biases, exported by `msli export-items`) added to the score above; a
+model trained with it must be served with it.
+
 Scores are float32. Weights are normalised to sum 1 here, so only their ratios matter.
 """
 
@@ -64,18 +68,34 @@ def _similarities(v: np.ndarray, candidates: ArrayLike) -> np.ndarray:
     return (x @ v.T).T.copy()  # (N, d) @ (d, K) -> (N, K) -> (K, N)
 
 
-def maxsim_scores(segment_vectors: ArrayLike, weights: ArrayLike, candidates: ArrayLike) -> np.ndarray:
-    """Score each candidate by its best segment, recency-weighted: max_i(<v_i, x> + log w_i); (N,)."""
+def _with_bias(scores: np.ndarray, item_bias: ArrayLike | None) -> np.ndarray:
+    if item_bias is None:
+        return scores
+    b = np.asarray(item_bias, dtype=np.float32)
+    if b.shape != scores.shape:
+        raise EncoderError(f"item_bias must be ({scores.shape[0]},), one per candidate, got {b.shape}")
+    scores += b
+    return scores
+
+
+def maxsim_scores(
+    segment_vectors: ArrayLike, weights: ArrayLike, candidates: ArrayLike, item_bias: ArrayLike | None = None
+) -> np.ndarray:
+    """Score each candidate by its best segment, recency-weighted: max_i(<v_i, x> + log w_i) + b(x); (N,)."""
     v, log_w = _representation(segment_vectors, weights)
     s = _similarities(v, candidates)  # (K, N)
     s += log_w[:, None]
-    return s.max(axis=0)
+    return _with_bias(s.max(axis=0), item_bias)
 
 
 def attention_scores(
-    segment_vectors: ArrayLike, weights: ArrayLike, candidates: ArrayLike, temperature: float = 1.0
+    segment_vectors: ArrayLike,
+    weights: ArrayLike,
+    candidates: ArrayLike,
+    temperature: float = 1.0,
+    item_bias: ArrayLike | None = None,
 ) -> np.ndarray:
-    """Score each candidate by attention over segments: sum_i softmax_i(s_i/T + log w_i) s_i; (N,)."""
+    """Score each candidate by attention over segments: sum_i softmax_i(s_i/T + log w_i) s_i + b(x); (N,)."""
     if not temperature > 0.0:
         raise EncoderError(f"temperature must be > 0, got {temperature}")
     v, log_w = _representation(segment_vectors, weights)
@@ -85,12 +105,12 @@ def attention_scores(
     z -= z.max(axis=0)  # stable softmax; the max logit is finite since some w_i > 0
     a = np.exp(z, out=z)  # (K, N)
     num = (a * s).sum(axis=0)
-    return num / a.sum(axis=0)
+    return _with_bias(num / a.sum(axis=0), item_bias)
 
 
-def fused_scores(fused: ArrayLike, candidates: ArrayLike) -> np.ndarray:
-    """Score each candidate by a dot product with the fused vector; (N,)."""
+def fused_scores(fused: ArrayLike, candidates: ArrayLike, item_bias: ArrayLike | None = None) -> np.ndarray:
+    """Score each candidate by a dot product with the fused vector, plus b(x); (N,)."""
     f = np.asarray(fused, dtype=np.float32)
     if f.ndim != 1:
         raise EncoderError(f"fused must be (d,), got shape {f.shape}")
-    return _candidates(candidates, f.shape[0]) @ f
+    return _with_bias(_candidates(candidates, f.shape[0]) @ f, item_bias)
