@@ -227,9 +227,9 @@ def _history_row(
     per_user = [np.minimum(np.arange(1, len(p) + 1), length) for p in log.user_positions]
     tokens = float(np.concatenate(per_user).mean())
     rows = _timing_rows(len(items), np.random.default_rng(0))
-    candidate_bias = None if bias is None else bias[rows]
+    candidates, candidate_bias = items[rows], None if bias is None else bias[rows]
     with one_core():
-        request_s = per_call_seconds(lambda: fused_scores(vectors[0], items[rows], candidate_bias), timing)
+        request_s = per_call_seconds(lambda: fused_scores(vectors[0], candidates, candidate_bias), timing)
     ms = 1000 * seconds / len(inputs)
     name = f"full history (last {length} events)"
     return _row(name, holdout, scores, len(inputs), tokens, ms, request_s)
