@@ -178,27 +178,43 @@ def evaluate_checkpoint(
 def export_items(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> tuple[int, str]:
     """Write the candidate item vectors a ranker scores with; (items written, model version).
 
-    `.npz`: arrays item_ids, vectors (n, d) float32 and model_version. `.jsonl`: a header line
-    {"model_version", "dim", "items"}, then one {"item_id", "vector"} per item.
+    `.npz`: arrays item_ids, vectors (n, d) float32 and model_version, plus biases (n,) float32 when
+    the model learned item biases. `.jsonl`: a header line {"model_version", "dim", "items",
+    "item_bias"}, then one {"item_id", "vector"} per item, with "bias" when the model has them.
+    A ranker adds an item's bias to every late-interaction score of that item (encoders.scoring).
     """
     encoder = SegmentBatchEncoder.load(checkpoint, device="cpu")
     ids = list(encoder.vocab.items or ())
     if not ids:
         raise EncoderError(f"{checkpoint} hashes item ids: it has no item list to export (train one)")
     vectors = encoder.item_vectors(ids)
+    biases = encoder.item_biases(ids)
     path = Path(out)
     tmp = path.with_name(f".{path.name}.tmp")
     if path.suffix == ".npz":
         with tmp.open("wb") as f:
-            np.savez(
-                f, item_ids=np.array(ids), vectors=vectors, model_version=np.array(encoder.model_version)
-            )
+            arrays = {
+                "item_ids": np.array(ids),
+                "vectors": vectors,
+                "model_version": np.array(encoder.model_version),
+            }
+            if biases is not None:
+                arrays["biases"] = biases
+            np.savez(f, **arrays)  # type: ignore[arg-type]
     elif path.suffix == ".jsonl":
         with tmp.open("w", encoding="utf-8") as f:
-            header = {"model_version": encoder.model_version, "dim": encoder.dim, "items": len(ids)}
+            header = {
+                "model_version": encoder.model_version,
+                "dim": encoder.dim,
+                "items": len(ids),
+                "item_bias": biases is not None,
+            }
             f.write(json.dumps(header) + "\n")
-            for item_id, vector in zip(ids, vectors.tolist(), strict=True):
-                f.write(json.dumps({"item_id": item_id, "vector": vector}) + "\n")
+            for i, (item_id, vector) in enumerate(zip(ids, vectors.tolist(), strict=True)):
+                line = {"item_id": item_id, "vector": vector}
+                if biases is not None:
+                    line["bias"] = float(biases[i])
+                f.write(json.dumps(line) + "\n")
     else:
         raise EncoderError(f"{out}: name the output .npz or .jsonl")
     os.replace(tmp, path)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -79,9 +80,10 @@ def evaluate(
         raise EncoderError("the log must be built with the checkpoint's vocabulary")
     holdout = _Holdout(log, "test")
     items = encoder.item_vectors(list(log.vocab.items or ()))  # (N, d) candidate vectors
+    bias = encoder.item_biases(list(log.vocab.items or ()))  # (N,) or None
     rng = np.random.default_rng(0)
     candidate_rows = _timing_rows(len(items), rng)
-    candidates = items[candidate_rows]
+    candidates = Candidates(items[candidate_rows], None if bias is None else bias[candidate_rows])
     popularity = np.bincount(
         log.event_item[log.training_positions()] - FIRST_ITEM_ROW, minlength=len(items)
     ).astype(np.float32)
@@ -101,9 +103,9 @@ def evaluate(
     sample = next((r for r in representations if r is not None and len(r[0]) == k), None)
     sample = sample or _random_representation(k, encoder.dim, rng)
     for name, score in _SCORERS.items():
-        per_user = [popularity if rep is None else score(rep, items) for rep in representations]
+        per_user = [popularity if rep is None else score(rep, items, bias) for rep in representations]
         with one_core():
-            request_s = per_call_seconds(lambda score=score: score(sample, candidates), timing)  # type: ignore[misc]
+            request_s = per_call_seconds(lambda score=score: score(sample, *candidates), timing)  # type: ignore[misc]
         rows.append(
             _row(
                 f"segments · {name}",
@@ -138,11 +140,18 @@ def evaluate(
 
 
 Representation = tuple[np.ndarray, np.ndarray, np.ndarray]  # (vectors (K, d), weights (K,), fused (d,))
-_SCORERS: dict[str, Callable[[Representation, np.ndarray], np.ndarray]] = {
-    "MaxSim": lambda rep, x: maxsim_scores(rep[0], rep[1], x),
-    "attention": lambda rep, x: attention_scores(rep[0], rep[1], x),
-    "fused vector (dot)": lambda rep, x: fused_scores(rep[2], x),
+_SCORERS: dict[str, Callable[[Representation, np.ndarray, np.ndarray | None], np.ndarray]] = {
+    "MaxSim": lambda rep, x, b: maxsim_scores(rep[0], rep[1], x, item_bias=b),
+    "attention": lambda rep, x, b: attention_scores(rep[0], rep[1], x, item_bias=b),
+    "fused vector (dot)": lambda rep, x, b: fused_scores(rep[2], x, item_bias=b),
 }
+
+
+class Candidates(NamedTuple):
+    """One request's candidates: item vectors (N, d) and, if the model has them, item biases (N,)."""
+
+    vectors: np.ndarray
+    bias: np.ndarray | None
 
 
 def _stored_state(
@@ -211,14 +220,16 @@ def _history_row(
     length = history.config.max_events
     inputs = [log.history_input(u, p, length) for u, p in holdout.events]
     vectors, seconds = encode_seconds(history, inputs)
-    items = history.item_vectors(list(log.vocab.items or ()))
-    scores = [fused_scores(v, items) for v in vectors]
+    ids = list(log.vocab.items or ())
+    items, bias = history.item_vectors(ids), history.item_biases(ids)
+    scores = [fused_scores(v, items, bias) for v in vectors]
     # Re-encoding on every event: the event's own history, capped at `length`, for every event of the log.
     per_user = [np.minimum(np.arange(1, len(p) + 1), length) for p in log.user_positions]
     tokens = float(np.concatenate(per_user).mean())
-    candidates = items[_timing_rows(len(items), np.random.default_rng(0))]
+    rows = _timing_rows(len(items), np.random.default_rng(0))
+    candidates, candidate_bias = items[rows], None if bias is None else bias[rows]
     with one_core():
-        request_s = per_call_seconds(lambda: fused_scores(vectors[0], candidates), timing)
+        request_s = per_call_seconds(lambda: fused_scores(vectors[0], candidates, candidate_bias), timing)
     ms = 1000 * seconds / len(inputs)
     name = f"full history (last {length} events)"
     return _row(name, holdout, scores, len(inputs), tokens, ms, request_s)
@@ -239,7 +250,8 @@ def _open_segment_row(
     present = [o for o in opens if o is not None]
     encoded = quantize(encoder.encode(present), vector_dtype) if present else np.zeros((0, encoder.dim))  # type: ignore[arg-type]
     open_vectors = iter(encoded)
-    items = encoder.item_vectors(list(log.vocab.items or ()))
+    ids = list(log.vocab.items or ())
+    items, bias = encoder.item_vectors(ids), encoder.item_biases(ids)
     scores, users = [], 0
     for (user, _), state, segment in zip(holdout.events, states, opens, strict=True):
         segments = list(state or [])
@@ -259,7 +271,7 @@ def _open_segment_row(
             continue
         users += 1
         vectors, weights, _ = _fused(segments, half_life_ms)
-        scores.append(maxsim_scores(vectors, weights, items))
+        scores.append(maxsim_scores(vectors, weights, items, item_bias=bias))
     full, unseen = holdout.metrics(scores)
     nan = float("nan")  # not a serving path: no cost to report
     return EvaluationRow("what-if: + open segment · MaxSim", full, unseen, users, nan, nan, nan)
@@ -270,7 +282,7 @@ def _request_comparison(
     encoder: SegmentBatchEncoder,
     history: SegmentBatchEncoder | None,
     sample: Representation,
-    candidates: np.ndarray,
+    candidates: Candidates,
     timing: float,
 ) -> dict[str, float]:
     """One ranking request on one core: late interaction over K segment vectors against encoding
@@ -283,11 +295,14 @@ def _request_comparison(
         reader = SegmentBatchEncoder(SegmentEncoder(config).eval(), log.vocab, device="cpu")
     events = log.history_input(long_user, positions[-1] + 1, 200)
     with one_core():
-        maxsim_s = per_call_seconds(lambda: maxsim_scores(sample[0], sample[1], candidates), timing)
-        attention_s = per_call_seconds(lambda: attention_scores(sample[0], sample[1], candidates), timing)
+        maxsim_s = per_call_seconds(lambda: maxsim_scores(sample[0], sample[1], *candidates), timing)
+        attention_s = per_call_seconds(
+            lambda: attention_scores(sample[0], sample[1], candidates.vectors, item_bias=candidates.bias),
+            timing,
+        )
         encode_s = per_call_seconds(lambda: reader.encode([events]), 5 * timing)
     return {
-        "candidates": float(len(candidates)),
+        "candidates": float(len(candidates.vectors)),
         "segments_k": float(len(sample[0])),
         "dim": float(sample[0].shape[1]),
         "history_events": float(len(events.item_ids)),

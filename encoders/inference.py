@@ -226,6 +226,8 @@ class SegmentBatchEncoder:
         self._model_version = content_version(self.config, self._model.state_dict(), vocab)
         # Rankers score against these; a CPU copy so item_vectors never waits on a GPU.
         self._item_table = self._model.item_emb.weight.detach().to("cpu", torch.float32).numpy().copy()
+        bias = self._model.item_bias
+        self._bias_table = None if bias is None else bias.detach().to("cpu", torch.float32).numpy().copy()
 
     @classmethod
     def untrained(
@@ -308,3 +310,8 @@ class SegmentBatchEncoder:
     def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray:
         """Return the (n, dim) float32 embeddings candidates are scored with (OOV row for unknown ids)."""
         return self._item_table[self.vocab.rows(item_ids)]
+
+    def item_biases(self, item_ids: Sequence[str]) -> np.ndarray | None:
+        """Return the (n,) float32 learned item biases rankers add to every score, or None if the
+        model has none (config.item_bias off)."""
+        return None if self._bias_table is None else self._bias_table[self.vocab.rows(item_ids)]

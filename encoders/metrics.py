@@ -45,9 +45,18 @@ class RankingMetrics:
     users: int
     hr: float  # fraction of users whose held-out item ranks in the top k
     ndcg: float  # mean of 1 / log2(rank + 2) for ranks below k, 0 otherwise
+    # standard error of that mean (sample standard deviation of the per-user gains / sqrt(users)):
+    # how far apart two methods must be before the data can tell them apart; 0 for one user
+    ndcg_se: float = 0.0
 
     def as_dict(self) -> dict[str, float | int]:
-        return {"k": self.k, "users": self.users, f"hr@{self.k}": self.hr, f"ndcg@{self.k}": self.ndcg}
+        return {
+            "k": self.k,
+            "users": self.users,
+            f"hr@{self.k}": self.hr,
+            f"ndcg@{self.k}": self.ndcg,
+            f"ndcg@{self.k}_se": self.ndcg_se,
+        }
 
 
 def ranking_metrics(ranks: ArrayLike, k: int = 10) -> RankingMetrics:
@@ -57,4 +66,5 @@ def ranking_metrics(ranks: ArrayLike, k: int = 10) -> RankingMetrics:
         raise EncoderError("ranks must be a non-empty list of 0-based ranks")
     hit = r < k
     gains = np.where(hit, 1.0 / np.log2(r + 2.0), 0.0)
-    return RankingMetrics(k=k, users=int(r.size), hr=float(hit.mean()), ndcg=float(gains.mean()))
+    se = float(gains.std(ddof=1) / np.sqrt(r.size)) if r.size > 1 else 0.0
+    return RankingMetrics(k=k, users=int(r.size), hr=float(hit.mean()), ndcg=float(gains.mean()), ndcg_se=se)

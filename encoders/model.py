@@ -46,6 +46,9 @@ class SegmentEncoderConfig:
     bias: bool = True  # biases in the Linear layers and LayerNorms
     init_std: float = 0.02  # std of the normal initialisation of every weight matrix and embedding
     layer_norm_eps: float = 1e-5  # LayerNorm epsilon
+    # a learned score per item (a popularity prior) that rankers add to every late-interaction score;
+    # a separate parameter, so the item vectors and the segment vectors are unchanged by it
+    item_bias: bool = False
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -192,7 +195,8 @@ class SegmentEncoder(nn.Module):
 
     The item embedding is shared between input and output: a segment vector scores a candidate
     item by a dot product with that item's input embedding, so a ranker needs nothing but the
-    embedding table and the user's few segment vectors.
+    embedding table (and, with config.item_bias, one learned bias per item added to every score)
+    and the user's few segment vectors.
     """
 
     def __init__(self, config: SegmentEncoderConfig) -> None:
@@ -206,6 +210,8 @@ class SegmentEncoder(nn.Module):
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(config.dim, eps=config.layer_norm_eps, bias=config.bias)
         self.head = SegmentLinear(config.dim, config.dim, bias=False)  # token states -> item space
+        # Not read by forward(): scorers add it to a candidate's score (row 0 and 1 stay unused).
+        self.item_bias = nn.Parameter(torch.zeros(config.n_item_buckets)) if config.item_bias else None
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:

@@ -46,16 +46,28 @@ def late_interaction_logits(
     items: torch.Tensor,
     aggregator: Aggregator,
     temperature: float = 1.0,
+    item_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Score every item for every state.
 
     vectors: (S, K, d) segment vectors; log_weights: (S, K) normalised log recency weights (-inf
-    on padding); items: (N, d) item vectors. Returns (S, N):
+    on padding); items: (N, d) item vectors; item_bias: (N,) or None. Returns (S, N), plus b(x):
 
     - maxsim:    max_i(<v_i, x> + log w_i)
     - attention: sum_i softmax_i(<v_i, x> / T + log w_i) <v_i, x>
     - fused:     <sum_i w_i v_i, x>
     """
+    scores = _aggregate(vectors, log_weights, items, aggregator, temperature)
+    return scores if item_bias is None else scores + item_bias
+
+
+def _aggregate(
+    vectors: torch.Tensor,
+    log_weights: torch.Tensor,
+    items: torch.Tensor,
+    aggregator: Aggregator,
+    temperature: float,
+) -> torch.Tensor:
     if aggregator == "fused":
         fused = (log_weights.exp().unsqueeze(-1) * vectors).sum(dim=1)  # (S, K, 1) * (S, K, d) -> (S, d)
         return fused @ items.t()  # (S, d) @ (d, N) -> (S, N)

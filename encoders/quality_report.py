@@ -72,6 +72,8 @@ class EvaluationReport:
             "tokens/ev: encoder input tokens per new event; enc ms/ev: encoder time per new event, "
             "this machine, all cores; score µs: one request of 1,000 candidates, one core.",
         ]
+        errors = ", ".join(f"{r.name.split(' (')[0]} {r.all_items.ndcg_se:.4f}" for r in self.rows)
+        notes.append(f"One standard error of NDCG@10 (all items ranked): {errors}.")
         history = next((r for r in self.rows if r.name.startswith("full history")), None)
         segments = next((r for r in self.rows if r.name.startswith("segments")), None)
         if history is not None and segments is not None:

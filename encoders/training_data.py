@@ -54,7 +54,14 @@ def scored_state(log: SegmentedLog, state: UserState, targets: Sequence[int], k:
 class SegmentExamples:
     """The segments objective's examples: per user, its states with their training targets."""
 
-    def __init__(self, log: SegmentedLog, config: SegmentEncoderConfig, k: int, half_life_ms: float) -> None:
+    def __init__(
+        self,
+        log: SegmentedLog,
+        config: SegmentEncoderConfig,
+        k: int,
+        half_life_ms: float,
+        target_horizon: int = 0,
+    ) -> None:
         self.log, self.k, self.half_life_ms = log, k, half_life_ms
         self.arrays: list[SegmentArrays] = [
             segment_arrays(s.events, log.vocab, config, i) for i, s in enumerate(log.segments)
@@ -65,10 +72,17 @@ class SegmentExamples:
         for user in range(len(log.users)):
             train, _, _ = log.split_positions(user)
             by_state: dict[int, list[int]] = {}
-            for position in train:
+            first_of_state: dict[int, int] = {}  # index into train of each state's first event
+            for i, position in enumerate(train):
                 n_closed = log.closed_before(user, position)
                 if n_closed:
+                    first_of_state.setdefault(n_closed, i)
                     by_state.setdefault(n_closed, []).append(int(log.event_item[position]))
+            for n_closed, first in first_of_state.items():
+                # A state also asks for the user's next `target_horizon` training events, even those
+                # that arrive once later segments have closed (never validation or test events).
+                extra = train[first + len(by_state[n_closed]) : first + target_horizon]
+                by_state[n_closed] += [int(log.event_item[p]) for p in extra]
             states = [
                 scored_state(log, log.state_after(user, n, k), items, k, half_life_ms)
                 for n, items in sorted(by_state.items())

@@ -181,7 +181,8 @@ def _recommendations(settings: MsliSettings, data: _DataSet, encoder: Any, user_
     weights = np.array([s["weight"] for s in rep["segments"]], dtype=np.float32)
     seen = {e["item_id"] for e in data.events if e["user_id"] == user}
     items = sorted(set(data.catalogue.titles) or {e["item_id"] for e in data.events})
-    scores = maxsim_scores(vectors, weights, encoder.item_vectors(items))
+    candidates, bias = encoder.item_vectors(items), encoder.item_biases(items)
+    scores = maxsim_scores(vectors, weights, candidates, item_bias=bias)
     order = [i for i in np.argsort(-scores, kind="stable") if items[i] not in seen][:10]
     latest = [e for e in data.events if e["user_id"] == user][-10:]
     print(f"\nuser {user}: {per_user[user]} events, {len(rep['segments'])} segments in the representation")

@@ -156,15 +156,16 @@ class QueryService:
             )
         record = self._codec.decode(value)
         candidates = encoder.item_vectors(items)  # (N, d)
+        bias = encoder.item_biases(items)  # (N,), or None for a model without item biases
         if method == "fused":
-            scores = fused_scores(np.frombuffer(record["fused"], dtype="<f4"), candidates)
+            scores = fused_scores(np.frombuffer(record["fused"], dtype="<f4"), candidates, item_bias=bias)
         else:
             vectors = np.stack(
                 [np.frombuffer(s["vector"], dtype="<f4") for s in record["segments"]]
             )  # (K, d)
             weights = np.array([s["weight"] for s in record["segments"]], dtype=np.float32)  # (K,)
             scorer = maxsim_scores if method == "maxsim" else attention_scores
-            scores = scorer(vectors, weights, candidates)
+            scores = scorer(vectors, weights, candidates, item_bias=bias)
         return _json(
             200,
             {

@@ -159,3 +159,27 @@ def test_extra_must_be_json(tmp_path):
     enc = SegmentBatchEncoder.untrained(TINY, device="cpu")
     with pytest.raises(EncoderError, match="extra"):
         enc.save(tmp_path, extra={"when": object()})
+
+
+def test_item_biases_round_trip_and_enter_the_version(tmp_path):
+    vocab = ItemVocabulary.explicit(["m1", "m2", "m3"])
+    config = SegmentEncoderConfig(
+        dim=16, n_layers=1, n_heads=2, max_events=16, n_item_buckets=vocab.n_rows, item_bias=True
+    )
+    model = SegmentEncoder(config)
+    model.reset_parameters(torch.Generator().manual_seed(0))
+    assert model.item_bias is not None and not model.item_bias.any()  # starts at zero
+    with torch.no_grad():
+        model.item_bias.copy_(torch.arange(vocab.n_rows, dtype=torch.float32) / 10)
+    enc = SegmentBatchEncoder(model, vocab, device="cpu")
+    enc.save(tmp_path)
+    loaded = SegmentBatchEncoder.load(tmp_path, device="cpu")
+    assert loaded.model_version == enc.model_version and loaded.config.item_bias
+    biases = loaded.item_biases(["m3", "m1", "unseen"])
+    assert biases is not None
+    np.testing.assert_allclose(biases, [0.4, 0.2, 0.1], rtol=1e-6)  # rows 4, 2 and the OOV row 1
+    with torch.no_grad():
+        model.item_bias[2] += 1e-3
+    assert SegmentBatchEncoder(model, vocab, device="cpu").model_version != enc.model_version
+    # A model without biases has none to give (and its checkpoints keep loading as before).
+    assert SegmentBatchEncoder.untrained(TINY, device="cpu").item_biases(["x"]) is None

@@ -37,6 +37,10 @@ def test_hit_rate_and_ndcg_by_hand():
     assert m.users == 5
     assert m.hr == pytest.approx(3 / 5)
     assert m.ndcg == pytest.approx((1 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(11)) / 5)
-    assert m.as_dict() == {"k": 10, "users": 5, "hr@10": m.hr, "ndcg@10": m.ndcg}
+    gains = [1.0, 1 / math.log2(3), 1 / math.log2(11), 0.0, 0.0]
+    mean = sum(gains) / 5
+    assert m.ndcg_se == pytest.approx(math.sqrt(sum((g - mean) ** 2 for g in gains) / 4 / 5))
+    assert m.as_dict() == {"k": 10, "users": 5, "hr@10": m.hr, "ndcg@10": m.ndcg, "ndcg@10_se": m.ndcg_se}
+    assert ranking_metrics([3]).ndcg_se == 0.0
     with pytest.raises(EncoderError):
         ranking_metrics([])

@@ -1,8 +1,8 @@
 """Slow: a brief training on MovieLens 100K beats popularity on the held-out (test) events.
 
-Ten epochs of the default model at 4 events per segment: the run docs/quality.md reports stops at
-epoch 17 and keeps epoch 9, so this trains the same model (training is bit-reproducible on CPU).
-It took 231 s on the shared 2-core machine."""
+Ten epochs of the default model (with its item bias) at 4 events per segment: the 4-event run
+docs/quality.md reports (m-b878499127e6) stops at epoch 17 and keeps epoch 9, so this trains the
+same model (training is bit-reproducible on CPU). It took 205 s on the shared 2-core machine."""
 
 import pytest
 

@@ -41,21 +41,23 @@ def test_logits_match_the_numpy_scorers(aggregator):
     k, d = 4, 8
     vectors, log_w, times = _states(rng, [1, 3, 4], k, d)
     items = rng.standard_normal((30, d)).astype(np.float32)
+    bias = rng.standard_normal(30).astype(np.float32)
     got = late_interaction_logits(
         torch.from_numpy(vectors),
         torch.from_numpy(log_w),
         torch.from_numpy(items),
         aggregator,
         temperature=0.7,
+        item_bias=torch.from_numpy(bias),
     ).numpy()
     for i, t in enumerate(times):
         v, w = vectors[i, : len(t)], recency_weights(t, HALF_LIFE)
         if aggregator == "maxsim":
-            want = maxsim_scores(v, w, items)
+            want = maxsim_scores(v, w, items, item_bias=bias)
         elif aggregator == "attention":
-            want = attention_scores(v, w, items, temperature=0.7)
+            want = attention_scores(v, w, items, temperature=0.7, item_bias=bias)
         else:
-            want = fused_scores((w[:, None] * v).sum(axis=0), items)
+            want = fused_scores((w[:, None] * v).sum(axis=0), items, item_bias=bias)
         np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-5)
 
 

@@ -95,3 +95,28 @@ def test_bad_temperature_and_fused_shape():
         attention_scores(v, w, x, temperature=0.0)
     with pytest.raises(EncoderError, match="fused"):
         fused_scores(v, x)
+
+
+def test_item_bias_is_added_to_every_scorer():
+    v, w, x = _data(5)
+    b = np.random.default_rng(5).standard_normal(len(x)).astype(np.float32)
+    fused = (w[:, None] * v).sum(axis=0)
+    np.testing.assert_allclose(maxsim_scores(v, w, x, item_bias=b), maxsim_scores(v, w, x) + b, rtol=1e-6)
+    np.testing.assert_allclose(
+        attention_scores(v, w, x, temperature=0.5, item_bias=b),
+        attention_scores(v, w, x, temperature=0.5) + b,
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(fused_scores(fused, x, item_bias=b), fused_scores(fused, x) + b, rtol=1e-6)
+    with pytest.raises(EncoderError, match="one per candidate"):
+        maxsim_scores(v, w, x, item_bias=b[:-1])
+
+
+def test_column_major_candidates_score_the_same():
+    v, w, x = _data(6, k=16, d=64, n=200)
+    columns = np.asfortranarray(x)  # as rows of a (d, N) table's transpose
+    assert columns.flags.f_contiguous and not columns.flags.c_contiguous
+    np.testing.assert_allclose(maxsim_scores(v, w, columns), maxsim_scores(v, w, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        attention_scores(v, w, columns), attention_scores(v, w, x), rtol=1e-5, atol=1e-5
+    )

@@ -94,7 +94,7 @@ def test_trained_model_beats_popularity_on_held_out_events(log, trained):
 
 
 def test_checkpoint_records_closing_rules_vocabulary_and_training(events, tmp_path):
-    config = dataclasses.replace(TINY, epochs=1)
+    config = dataclasses.replace(TINY, epochs=1, item_bias=True)
     encoder = train_checkpoint(
         events, "synthetic", tmp_path / "ckpt", RULES, 16, HALF_LIFE, config, echo=print
     )
@@ -111,8 +111,32 @@ def test_checkpoint_records_closing_rules_vocabulary_and_training(events, tmp_pa
     data = np.load(tmp_path / "items.npz")
     assert count == len(loaded.vocab.items) and str(data["model_version"]) == version
     np.testing.assert_array_equal(data["vectors"], loaded.item_vectors(list(data["item_ids"])))
+    biases = loaded.item_biases(list(data["item_ids"]))
+    assert biases is not None and biases.any()  # learned, one per item
+    np.testing.assert_array_equal(data["biases"], biases)
     export_items(tmp_path / "ckpt", tmp_path / "items.jsonl")
     lines = (tmp_path / "items.jsonl").read_text().splitlines()
-    assert json.loads(lines[0]) == {"model_version": version, "dim": 16, "items": count}
+    assert json.loads(lines[0]) == {"model_version": version, "dim": 16, "items": count, "item_bias": True}
     first = json.loads(lines[1])
     np.testing.assert_allclose(first["vector"], loaded.item_vectors([first["item_id"]])[0])
+    assert first["bias"] == pytest.approx(float(loaded.item_biases([first["item_id"]])[0]))  # type: ignore[index]
+
+
+def test_a_target_horizon_adds_the_next_training_events_to_each_state(log):
+    from encoders.training_data import FIRST_ITEM_ROW, SegmentExamples
+
+    config = TINY.encoder_config(log.vocab.n_rows, RULES.max_events)
+    own = SegmentExamples(log, config, 16, HALF_LIFE)
+    ahead = SegmentExamples(log, config, 16, HALF_LIFE, target_horizon=6)
+    assert ahead.targets > own.targets
+    for user in range(len(log.users)):
+        train_items = [int(log.event_item[p]) - FIRST_ITEM_ROW for p in log.split_positions(user)[0]]
+        # Events before the first closing have no state; the states' own events follow in order.
+        start = len(train_items) - sum(len(s.targets) for s in own.by_user[user])
+        for a, b in zip(own.by_user[user], ahead.by_user[user], strict=True):
+            assert a.state == b.state
+            n = len(a.targets)
+            assert list(a.targets) == train_items[start : start + n]
+            # its own events first, then the ones after them, up to 6 in all, never past the training events
+            assert list(b.targets) == train_items[start : start + max(n, 6)]
+            start += n
