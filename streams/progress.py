@@ -38,8 +38,11 @@ class Progress:
             self._print_line()
 
     def close(self) -> None:
+        """End the bar; in a log, print the last figures (the periodic line may be seconds old)."""
         if self._bar is not None:
             self._bar.close()
+        elif self.n:
+            self._print_line()
 
     def _print_line(self) -> None:
         self._last = time.monotonic()
