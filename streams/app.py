@@ -4,7 +4,8 @@ encoder agent.
 Raw events are many and small, so the segmenter reads them in big batches with confluent-kafka;
 closed segments are few and costly to encode, so a faust agent takes them in micro-batches. Both
 run under one faust worker; either failing stops the worker with a non-zero status. The segmenter
-runs in a process of its own by default (`streams/segmenter_process.py`), so the two use two cores.
+can run in a process of its own (`streams/segmenter_process.py`, `MSLI_SEGMENTER_PROCESS`), so the
+two use two cores.
 """
 
 from __future__ import annotations

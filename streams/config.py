@@ -109,10 +109,14 @@ class MsliSettings(BaseSettings):
     state_dir: Path = Path("msli-state")
     encoder_checkpoint: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Off by default: with it on, a worker restarted right after a crash that hit while its faust
+    # consumer was still joining the group sometimes never got its closed-segments partitions from
+    # the local broker (2 of 7 runs of the crash-at-each-boundary test; 0 of 4 with the thread), and
+    # it bought no throughput on 2 shared cores (docs/performance.md). Cause not established.
     segmenter_process: bool = Field(
-        default=True,
+        default=False,
         description="Run the segmenter in a process of its own (a core of its own; one process holds "
-        "one interpreter lock); false: a thread of the worker process, as before.",
+        "one interpreter lock); false: a thread of the worker process.",
     )
     torch_threads: int = Field(
         default=0,

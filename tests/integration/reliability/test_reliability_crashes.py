@@ -149,6 +149,7 @@ def test_the_segmenter_process_and_the_worker_die_together(make_pipeline, figure
     pipeline = make_pipeline(RULES)
     events = synthetic_events(n_users=200, n_events=3_000, seed=5)
     pipeline.produce(events[:1_500])
+    pipeline.env["MSLI_SEGMENTER_PROCESS"] = "true"  # opt-in (streams/config.py says why)
     worker = pipeline.start_worker("w")
     pipeline.wait_assigned(worker)
     (child,) = wait_for(lambda: _segmenter_processes(worker.proc.pid), 30, "the segmenter process", 0.2)
