@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ from mode import Service
 
 from encoders import SegmentBatchEncoder
 from store import RocksDBVectorStore, ensure_promoted
-from streams.config import MsliSettings
+from streams.config import MsliSettings, torch_threads
 from streams.encoder_fit import EncoderFitError, check_encoder_fits
 from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig
 from streams.kafka_auth import faust_credentials
@@ -49,14 +48,6 @@ def load_encoder(settings: MsliSettings) -> SegmentBatchEncoder:
     if settings.encoder_checkpoint is not None:
         return SegmentBatchEncoder.load(settings.encoder_checkpoint, device=settings.device)
     return SegmentBatchEncoder.untrained(seed=0, device=settings.device)
-
-
-def torch_threads(settings: MsliSettings) -> int:
-    """The encoder's intra-op threads. The segmenter needs a core of its own (its process, or its
-    thread): with torch on every core, OpenMP's spinning workers and the segmenter preempt each
-    other. A worker on 2 busy cores ran 2,873 events/s end to end with 2 threads, 8,341 with 1; with
-    the segmenter in its own process, 1,883 with 2 and 11,655 with 1 (docs/performance.md)."""
-    return settings.torch_threads or max(1, (os.cpu_count() or 2) - 1)
 
 
 class WorkerRuntime:

@@ -30,7 +30,7 @@ from streams.bench_kafka import (
 )
 from streams.bench_report import BenchReport, Row, Target, machine_facts
 from streams.broker import LocalBroker
-from streams.config import MsliSettings
+from streams.config import MsliSettings, torch_threads  # not from streams.app: encoder rows run without faust
 from streams.synthetic import SyntheticConfig, generate
 from streams.topics import ensure_topics
 
@@ -240,7 +240,6 @@ def _worker_rows(report: BenchReport, settings: MsliSettings, options: BenchOpti
 
 
 def _local_rows(report: BenchReport, settings: MsliSettings, options: BenchOptions, load: Any) -> None:
-    from streams.app import torch_threads
     from streams.bench_encoder import closed_segments, encoder_rows, history_rows, scoring_rows, store_rows
     from streams.windowing import SegmentationConfig
 

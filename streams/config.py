@@ -18,7 +18,7 @@ from pydantic_settings import (
 
 from streams.errors import ConfigError
 
-__all__ = ["INSECURE_KAFKA", "MsliSettings", "load_settings"]
+__all__ = ["INSECURE_KAFKA", "MsliSettings", "load_settings", "torch_threads"]
 
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -216,6 +216,14 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Ms
 def _env_config_file() -> Path | None:
     value = os.environ.get("MSLI_CONFIG")
     return Path(value) if value else None
+
+
+def torch_threads(settings: MsliSettings) -> int:
+    """The encoder's intra-op threads. The segmenter needs a core of its own (its process, or its
+    thread): with torch on every core, OpenMP's spinning workers and the segmenter preempt each
+    other. A worker on 2 busy cores ran 2,873 events/s end to end with 2 threads, 8,341 with 1; with
+    the segmenter in its own process, 1,883 with 2 and 11,655 with 1 (docs/performance.md)."""
+    return settings.torch_threads or max(1, (os.cpu_count() or 2) - 1)
 
 
 def _reject_unknown_env() -> None:
