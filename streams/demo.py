@@ -134,14 +134,16 @@ def _run_until_caught_up(runtime: WorkerRuntime, n_events: int) -> dict[str, flo
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(0.5)
-            stats, totals = runtime.segmenter.stats, runtime.stage.totals
+            stats = runtime.segmenter.stats
             read = stats.events + stats.dead_letters
+            if read >= n_events and "read" not in timings:
+                timings["read"] = time.monotonic() - started
+            caught_up = read >= n_events and await loop.run_in_executor(None, runtime.caught_up)
+            totals = runtime.stage.totals  # after caught_up, so the last line shows the final counts
             progress.update_to(
                 read, closed=stats.segments_closed, encoded=totals.encoded, published=totals.published
             )
-            if read >= n_events and "read" not in timings:
-                timings["read"] = time.monotonic() - started
-            if read >= n_events and await loop.run_in_executor(None, runtime.caught_up):
+            if caught_up:
                 timings["caught_up"] = time.monotonic() - started
                 return
 

@@ -25,6 +25,7 @@ class Progress:
             else None
         )
         self._interval = interval
+        self._printed: tuple[int, dict[str, Any]] | None = None  # what the last line showed
         self._started = self._last = time.monotonic()
 
     def update_to(self, n: int, **postfix: Any) -> None:
@@ -41,11 +42,12 @@ class Progress:
         """End the bar; in a log, print the last figures (the periodic line may be seconds old)."""
         if self._bar is not None:
             self._bar.close()
-        elif self.n:
+        elif self.n and self._printed != (self.n, self._postfix):
             self._print_line()
 
     def _print_line(self) -> None:
         self._last = time.monotonic()
+        self._printed = (self.n, self._postfix)
         rate = self.n / max(1e-9, self._last - self._started)
         of = f"/{self.total:,}" if self.total else ""
         extra = "".join(

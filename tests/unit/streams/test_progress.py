@@ -20,3 +20,9 @@ def test_a_log_gets_the_final_figures(capsys: pytest.CaptureFixture[str]) -> Non
 def test_nothing_counted_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     Progress("idle", None).close()
     assert capsys.readouterr().err == ""
+
+
+def test_the_final_figures_are_not_printed_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    with Progress("worker", 100, interval=0) as progress:
+        progress.update_to(100, closed=7)
+    assert len(capsys.readouterr().err.splitlines()) == 1
