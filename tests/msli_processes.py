@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["MSLI", "Processes", "msli_env", "topic_env", "wait_for"]
+__all__ = ["MSLI", "Processes", "msli_env", "quick_worker_env", "topic_env", "wait_for"]
 
 MSLI = str(Path(sys.executable).with_name("msli"))
 TOPIC_ROLES = ("events", "segments", "representations", "dead_letter", "checkpoints", "control")
@@ -28,6 +28,36 @@ def topic_env(unique_name: Callable[[str], str]) -> dict[str, str]:
     """Topics and a consumer group no other test uses, as MSLI_* settings."""
     topics = {f"MSLI_{role.upper()}_TOPIC": unique_name(role.replace("_", "-")) for role in TOPIC_ROLES}
     return {**topics, "MSLI_GROUP_ID": unique_name("group")}
+
+
+def quick_worker_env(
+    bootstrap: str,
+    unique_name: Callable[[str], str],
+    state_dir: Path,
+    *,
+    partitions: int,
+    window_seconds: int,
+    max_events: int,
+    **settings: str,
+) -> dict[str, str]:
+    """A worker on topics of its own, with rules that close segments within a test's minutes: 30 s
+    lateness, 5 minutes idle, and a quiet partition following the clock after 2 s; `settings`
+    override any of it."""
+    env = msli_env(
+        **topic_env(unique_name),
+        MSLI_BOOTSTRAP_SERVERS=bootstrap,
+        MSLI_STATE_DIR=str(state_dir),
+        MSLI_TOPIC_PARTITIONS=str(partitions),
+        MSLI_WINDOW_SECONDS=str(window_seconds),
+        MSLI_ALLOWED_LATENESS_SECONDS="30",
+        MSLI_USER_IDLE_SECONDS="300",
+        MSLI_MAX_EVENTS_PER_SEGMENT=str(max_events),
+        MSLI_PARTITION_IDLE_SECONDS="2",
+        MSLI_COMMIT_INTERVAL_SECONDS="0.5",
+        MSLI_MAX_FUTURE_SECONDS="86400",
+        MSLI_DEVICE="cpu",
+    )
+    return {**env, **settings}
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from msli_processes import MSLI, Processes, msli_env, topic_env, wait_for
+from msli_processes import MSLI, Processes, quick_worker_env, wait_for
 
 from encoders import SegmentBatchEncoder
 from store import open_replica
@@ -58,19 +58,13 @@ def free_port() -> int:
 
 @pytest.fixture
 def env(kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path) -> dict[str, str]:
-    return msli_env(
-        **topic_env(unique_name),
-        MSLI_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        MSLI_STATE_DIR=str(tmp_path / "live"),
-        MSLI_TOPIC_PARTITIONS="3",
-        MSLI_WINDOW_SECONDS=str(WINDOW // 1000),
-        MSLI_ALLOWED_LATENESS_SECONDS="30",
-        MSLI_USER_IDLE_SECONDS="300",
-        MSLI_MAX_EVENTS_PER_SEGMENT="3",
-        MSLI_PARTITION_IDLE_SECONDS="2",
-        MSLI_COMMIT_INTERVAL_SECONDS="0.5",
-        MSLI_MAX_FUTURE_SECONDS="86400",
-        MSLI_DEVICE="cpu",
+    return quick_worker_env(
+        kafka_bootstrap,
+        unique_name,
+        tmp_path / "live",
+        partitions=3,
+        window_seconds=WINDOW // 1000,
+        max_events=3,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer
-from msli_processes import MSLI, Processes, msli_env, topic_env, wait_for
+from msli_processes import MSLI, Processes, quick_worker_env, wait_for
 
 from encoders import SegmentBatchEncoder, SegmentInput
 from schemas import AvroCodec
@@ -63,19 +63,13 @@ def expected_segments(events: list[dict[str, Any]]) -> dict[str, list[list[str]]
 
 @pytest.fixture
 def worker_env(kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path) -> dict[str, str]:
-    return msli_env(
-        **topic_env(unique_name),
-        MSLI_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        MSLI_STATE_DIR=str(tmp_path / "state"),
-        MSLI_TOPIC_PARTITIONS="3",
-        MSLI_WINDOW_SECONDS=str(WINDOW // 1000),
-        MSLI_ALLOWED_LATENESS_SECONDS="30",
-        MSLI_USER_IDLE_SECONDS="300",
-        MSLI_MAX_EVENTS_PER_SEGMENT=str(MAX_EVENTS),
-        MSLI_PARTITION_IDLE_SECONDS="2",
-        MSLI_COMMIT_INTERVAL_SECONDS="0.5",
-        MSLI_MAX_FUTURE_SECONDS="86400",
-        MSLI_DEVICE="cpu",
+    return quick_worker_env(
+        kafka_bootstrap,
+        unique_name,
+        tmp_path / "state",
+        partitions=3,
+        window_seconds=WINDOW // 1000,
+        max_events=MAX_EVENTS,
     )
 
 

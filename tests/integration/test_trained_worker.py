@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from msli_processes import MSLI, msli_env, topic_env
+from msli_processes import MSLI, quick_worker_env
 
 from encoders import ItemVocabulary, SegmentBatchEncoder, SegmentEncoder
 from encoders.commands import train_checkpoint
@@ -29,19 +29,15 @@ def test_worker_stamps_the_trained_version_and_refuses_another_catalogue(
     events = generate(n_users=20, n_items=50, n_events=600, seed=4, out_of_order_fraction=0.0).to_dicts()
     config = TrainingConfig.quick(dim=16, epochs=1)
     trained = train_checkpoint(events, "synthetic", tmp_path / "trained", RULES, 16, 604_800_000.0, config)
-    env = msli_env(
-        **topic_env(unique_name),
-        MSLI_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        MSLI_STATE_DIR=str(tmp_path / "state"),
-        MSLI_TOPIC_PARTITIONS="1",
-        MSLI_WINDOW_SECONDS="600",
-        MSLI_ALLOWED_LATENESS_SECONDS="30",
-        MSLI_USER_IDLE_SECONDS="300",
-        MSLI_MAX_EVENTS_PER_SEGMENT="8",
-        MSLI_PARTITION_IDLE_SECONDS="2",
-        MSLI_MAX_FUTURE_SECONDS=str(10**9),
-        MSLI_DEVICE="cpu",
+    env = quick_worker_env(
+        kafka_bootstrap,
+        unique_name,
+        tmp_path / "state",
+        partitions=1,
+        window_seconds=RULES.window_ms // 1000,
+        max_events=RULES.max_events,
         MSLI_ENCODER_CHECKPOINT=str(tmp_path / "trained"),
+        MSLI_MAX_FUTURE_SECONDS=str(10**9),  # synthetic event times may lie ahead of the clock
     )
     with open(tmp_path / "worker.log", "w") as log:
         worker = subprocess.Popen([MSLI, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
