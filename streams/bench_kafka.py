@@ -217,7 +217,7 @@ def segmenter_child(conn: Connection, settings_data: dict[str, Any], n_events: i
     memory: list[dict[str, Any]] = []
     read_at = None
     while thread.is_alive():
-        read = stats.events + stats.dead_letters
+        read = stats.records_read
         while marks and read >= marks[0]:
             open_windows = sum(c.open_windows for c in list(segmenter.closers.values()))
             memory.append({"events": marks.pop(0), "rss_mib": rss_mib(), "open_windows": open_windows})

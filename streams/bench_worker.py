@@ -72,7 +72,7 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
         while time.monotonic() < deadline:
             if runtime.error is not None:
                 raise BenchError(f"worker failed: {runtime.error}")
-            if stats.events + stats.dead_letters >= total:
+            if stats.records_read >= total:
                 read_at = read_at or time.monotonic()
                 # The segmenter's last segments need a moment to be acknowledged (linger, acks).
                 settled = open_windows_too or time.monotonic() - read_at > 1.0

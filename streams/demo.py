@@ -135,7 +135,7 @@ def _run_until_caught_up(runtime: WorkerRuntime, n_events: int) -> dict[str, flo
         while True:
             await asyncio.sleep(0.5)
             stats = runtime.segmenter.stats
-            read = stats.events + stats.dead_letters
+            read = stats.records_read
             if read >= n_events and "read" not in timings:
                 timings["read"] = time.monotonic() - started
             caught_up = read >= n_events and await loop.run_in_executor(None, runtime.caught_up)

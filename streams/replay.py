@@ -203,7 +203,7 @@ def _replay_events(settings: MsliSettings, options: ReplayOptions) -> ReplaySumm
         while True:
             await asyncio.sleep(0.5)
             stats = runtime.segmenter.stats
-            read = stats.events + stats.dead_letters
+            read = stats.records_read
             rate = read / max(1e-9, time.monotonic() - started)
             lag = max(0, total - read)
             progress.update_to(read, lag=lag, left=f"{lag / rate:.0f}s" if rate else "?")

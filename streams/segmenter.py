@@ -49,6 +49,11 @@ class SegmenterStats:
     def segments_closed(self) -> int:
         return sum(n for reason, n in self.closed.items() if reason != "late")
 
+    @property
+    def records_read(self) -> int:
+        """Records consumed: valid events and dead-lettered ones (what "caught up" counts)."""
+        return self.events + self.dead_letters
+
 
 class Segmenter:
     """Consume behaviour events as one member of the group; `run()` until `stop()`."""
