@@ -3,12 +3,13 @@ numpy late-interaction scorers a ranker uses."""
 
 from encoders.checkpoint import content_version
 from encoders.errors import EncoderError
-from encoders.inference import SegmentBatchEncoder, SegmentInput, bucket_lengths
+from encoders.inference import ContextState, SegmentBatchEncoder, SegmentInput, bucket_lengths
 from encoders.model import SegmentEncoder, SegmentEncoderConfig
 from encoders.scoring import attention_scores, fused_scores, maxsim_scores
 from encoders.vocab import ItemVocabulary
 
 __all__ = [
+    "ContextState",
     "EncoderError",
     "ItemVocabulary",
     "SegmentBatchEncoder",

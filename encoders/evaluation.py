@@ -8,15 +8,18 @@ before removed (what a production ranker does). Rows:
 - full history: the same encoder trained on, and run over, the user's last events before the test
   event, re-encoded on every event (what one would do without segments).
 - segments: the representation the worker would hold when the test event arrives (its newest K
-  segments closed strictly before it, vectors rounded to the store's dtype, recency weights from
-  streams.fuser), scored with encoders.scoring: MaxSim, attention and the fused vector. A user
-  with no closed segment yet gets the popularity ranking, as a ranker would.
+  segments closed strictly before it, vectors rounded to the store's dtype, read in context by the
+  model's context layers if it has them, recency weights from streams.fuser), scored with
+  encoders.scoring: MaxSim, attention and the fused vector. A user with no closed segment yet gets
+  the popularity ranking, as a ranker would. The encoder cost per event includes the context
+  model's, run over the newest K segments each time one closes, as the worker does.
 - what-if: the same plus the open segment encoded as one more vector. The worker does not keep an
   encoded open segment; this row measures what doing so would buy.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from typing import NamedTuple
@@ -25,7 +28,7 @@ import numpy as np
 
 from encoders.costs import encode_seconds, one_core, per_call_seconds
 from encoders.errors import EncoderError
-from encoders.inference import SegmentBatchEncoder
+from encoders.inference import ContextState, SegmentBatchEncoder
 from encoders.metrics import RankingMetrics, rank_of_target, ranking_metrics
 from encoders.model import SegmentEncoder
 from encoders.quality_report import EvaluationReport, EvaluationRow
@@ -97,9 +100,13 @@ def evaluate(
     vectors, seconds = encode_seconds(encoder, inputs)
     vectors = quantize(vectors, vector_dtype)  # type: ignore[arg-type]
     events = sum(len(s.item_ids) for s in inputs)
-    tokens = sum(min(len(s.item_ids), encoder.config.max_events) for s in inputs) / events
+    tokens = sum(min(len(s.item_ids), encoder.config.max_events) for s in inputs)
+    if encoder.has_context:
+        on_stage("reading every representation's segments in context (as the worker builds them)")
+        context_tokens, context_seconds = _context_cost(log, encoder, vectors, k)
+        tokens, seconds = tokens + context_tokens, seconds + context_seconds
     states = [_stored_state(log, u, p, k, vectors) for u, p in holdout.events]
-    representations = [None if st is None else _fused(st, half_life_ms) for st in states]
+    representations = _representations(encoder, states, k, half_life_ms)
     sample = next((r for r in representations if r is not None and len(r[0]) == k), None)
     sample = sample or _random_representation(k, encoder.dim, rng)
     for name, score in _SCORERS.items():
@@ -112,7 +119,7 @@ def evaluate(
                 holdout,
                 per_user,
                 sum(rep is not None for rep in representations),
-                tokens,
+                tokens / events,
                 1000 * seconds / events,
                 request_s,
             )
@@ -131,6 +138,7 @@ def evaluate(
             "vector_dtype": vector_dtype,
             "history_max_events": None if history is None else history.config.max_events,
             "segment_model": encoder.model_version,
+            "context_layers": encoder.config.context_layers,
             "history_model": None if history is None else history.model_version,
         },
     )
@@ -162,10 +170,38 @@ def _stored_state(
     return [_stored(log, s, vectors[s]) for s in state.segments] or None
 
 
-def _fused(segments: Sequence[StoredSegment], half_life_ms: float) -> Representation:
-    """The representation the worker publishes for these segments (streams.fuser, newest first)."""
-    weights, fused = fuse(segments, half_life_ms)
-    return np.stack([s.vector for s in segments]), weights, fused
+def _representations(
+    encoder: SegmentBatchEncoder, states: Sequence[list[StoredSegment] | None], k: int, half_life_ms: float
+) -> list[Representation | None]:
+    """The representation the worker publishes for each state (segments newest first): the segments'
+    vectors, read in context when the model has context layers, fused by streams.fuser."""
+    present = [st for st in states if st is not None]
+    contextual = iter(encoder.contextualize([ContextState.of(st) for st in present], k))
+    out: list[Representation | None] = []
+    for st in states:
+        if st is None:
+            out.append(None)
+            continue
+        vectors = next(contextual)
+        weights, fused = fuse(st, half_life_ms, vectors)
+        out.append((vectors, weights, fused))
+    return out
+
+
+def _context_cost(
+    log: SegmentedLog, encoder: SegmentBatchEncoder, vectors: np.ndarray, k: int
+) -> tuple[int, float]:
+    """(tokens, seconds) of the context model over the whole log: the worker reads a user's newest
+    k segments in context each time one of them closes (once per closed segment, as here)."""
+    states = [
+        ContextState.of([_stored(log, s, vectors[s]) for s in log.state_after(user, n, k).segments])
+        for user in range(len(log.users))
+        for n in range(1, log.n_segments(user) + 1)
+    ]
+    start = time.perf_counter()
+    for i in range(0, len(states), 256):
+        encoder.contextualize(states[i : i + 256], k)
+    return sum(len(st.vectors) for st in states), time.perf_counter() - start
 
 
 def _stored(log: SegmentedLog, index: int, vector: np.ndarray) -> StoredSegment:
@@ -270,7 +306,9 @@ def _open_segment_row(
             scores.append(popularity)
             continue
         users += 1
-        vectors, weights, _ = _fused(segments, half_life_ms)
+        representation = _representations(encoder, [segments], k, half_life_ms)[0]
+        assert representation is not None
+        vectors, weights, _ = representation
         scores.append(maxsim_scores(vectors, weights, items, item_bias=bias))
     full, unseen = holdout.metrics(scores)
     nan = float("nan")  # not a serving path: no cost to report

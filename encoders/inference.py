@@ -36,18 +36,26 @@ import operator
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from encoders.checkpoint import content_version, read_checkpoint, write_checkpoint
+from encoders.context import N_CONTEXT_FEATURES, context_features
 from encoders.errors import EncoderError
 from encoders.model import N_TIME_FEATURES, SegmentEncoder, SegmentEncoderConfig
 from encoders.vocab import ItemVocabulary
 from schemas import ACTIONS
 
-__all__ = ["SegmentBatchEncoder", "SegmentInput", "bucket_lengths", "pad_segments", "segment_arrays"]
+__all__ = [
+    "ContextState",
+    "SegmentBatchEncoder",
+    "SegmentInput",
+    "bucket_lengths",
+    "pad_segments",
+    "segment_arrays",
+]
 
 _SMALLEST_BUCKET = 8
 _ACTION_INDEX = {name: i for i, name in enumerate(ACTIONS)}
@@ -183,6 +191,40 @@ def pad_segments(
     return tuple(t.to(device) for t in tensors)  # type: ignore[return-value]
 
 
+class ContextState(NamedTuple):
+    """One user's newest segments, newest first, as the context model reads them."""
+
+    vectors: np.ndarray  # (n, dim) float32, as stored
+    last_event_ms: Sequence[int]
+    event_counts: Sequence[int]
+
+    @classmethod
+    def of(cls, segments: Sequence[Any]) -> ContextState:
+        """From stored segments (store.StoredSegment or alike: vector, last_event_ms, event_count)."""
+        return cls(
+            np.stack([s.vector for s in segments]),
+            [s.last_event_ms for s in segments],
+            [s.event_count for s in segments],
+        )
+
+
+def _pad_states(
+    states: Sequence[ContextState], k: int, dim: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vectors (B, k, dim), features (B, k, F), mask (B, k)): real segments first, then zeros."""
+    vectors = np.zeros((len(states), k, dim), dtype=np.float32)
+    features = np.zeros((len(states), k, N_CONTEXT_FEATURES), dtype=np.float32)
+    mask = np.zeros((len(states), k), dtype=np.bool_)
+    for r, state in enumerate(states):
+        n = len(state.vectors)
+        if not 0 < n <= k:
+            raise EncoderError(f"a state holds 1..{k} segments, got {n}")
+        vectors[r, :n] = state.vectors
+        features[r, :n] = context_features(state.last_event_ms, state.event_counts)
+        mask[r, :n] = True
+    return vectors, features, mask
+
+
 def _resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -305,6 +347,32 @@ class SegmentBatchEncoder:
         # loop would leave the GPU idle while the next pass is padded and launched.
         for chunk, vectors in done:
             out[chunk] = vectors.float().cpu().numpy()
+        return out
+
+    @property
+    def has_context(self) -> bool:
+        """Whether representations carry contextual vectors (config.context_layers > 0)."""
+        return self._model.context is not None
+
+    def contextualize(self, states: Sequence[ContextState], k: int) -> list[np.ndarray]:
+        """Each state's contextual vectors, (n, dim) float32 for its n <= k segments (encoders.context).
+
+        Without context layers, the vectors come back as they went in. States are padded to k
+        segments, so a user's vectors depend on that user's state alone, not on the batch.
+        """
+        context_model = self._model.context
+        if context_model is None:
+            return [np.asarray(s.vectors, dtype=np.float32) for s in states]
+        out: list[np.ndarray] = []
+        per_pass = max(2, self.max_batch_tokens // k)
+        with torch.inference_mode():
+            for start in range(0, len(states), per_pass):
+                chunk = states[start : start + per_pass]
+                batch = list(chunk) if len(chunk) > 1 else [chunk[0], chunk[0]]  # never a batch of one
+                vectors, features, mask = _pad_states(batch, k, self.dim)
+                tensors = (torch.from_numpy(a).to(self._device) for a in (vectors, features, mask))
+                result = context_model(*tensors).float().cpu().numpy()
+                out += [result[i, : len(s.vectors)].copy() for i, s in enumerate(chunk)]
         return out
 
     def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from encoders.context import SegmentContext
 from encoders.errors import EncoderError
 from schemas import ACTIONS
 
@@ -49,6 +50,9 @@ class SegmentEncoderConfig:
     # a learned score per item (a popularity prior) that rankers add to every late-interaction score;
     # a separate parameter, so the item vectors and the segment vectors are unchanged by it
     item_bias: bool = False
+    # transformer blocks that read a user's newest segment vectors together when a representation is
+    # built (encoders.context); 0: the representation carries the stored vectors as they are
+    context_layers: int = 0
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -59,6 +63,8 @@ class SegmentEncoderConfig:
         for name in ("dim", "n_layers", "n_heads", "mlp_ratio", "max_events", "n_actions"):
             if getattr(self, name) < 1:
                 return f"{name} must be >= 1, got {getattr(self, name)}"
+        if self.context_layers < 0:
+            return f"context_layers must be >= 0, got {self.context_layers}"
         if self.n_item_buckets < 2:
             return f"n_item_buckets must be >= 2, got {self.n_item_buckets}"
         if self.dim % self.n_heads:
@@ -72,8 +78,16 @@ class SegmentEncoderConfig:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the fields as plain JSON values (what config.json holds)."""
-        return dataclasses.asdict(self)
+        """Return the fields as plain JSON values (what config.json holds).
+
+        Fields added after the first checkpoints were written appear only when set, so a model that
+        does not use them keeps its config bytes, and with them its content version.
+        """
+        data = dataclasses.asdict(self)
+        for name in _LATER_FIELDS:
+            if data[name] == getattr(_DEFAULTS, name):
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> SegmentEncoderConfig:
@@ -94,6 +108,10 @@ class SegmentEncoderConfig:
                 raise EncoderError(f"encoder config field {name} must be {want.__name__}, got {value!r}")
             values[name] = value
         return cls(**values)
+
+
+_LATER_FIELDS = ("context_layers",)
+_DEFAULTS = SegmentEncoderConfig()
 
 
 class SegmentLinear(nn.Linear):
@@ -212,6 +230,8 @@ class SegmentEncoder(nn.Module):
         self.head = SegmentLinear(config.dim, config.dim, bias=False)  # token states -> item space
         # Not read by forward(): scorers add it to a candidate's score (row 0 and 1 stay unused).
         self.item_bias = nn.Parameter(torch.zeros(config.n_item_buckets)) if config.item_bias else None
+        # Not read by forward() either: run over a user's segment vectors when a representation is built.
+        self.context = SegmentContext(config) if config.context_layers else None
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:

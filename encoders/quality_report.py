@@ -72,6 +72,11 @@ class EvaluationReport:
             "tokens/ev: encoder input tokens per new event; enc ms/ev: encoder time per new event, "
             "this machine, all cores; score µs: one request of 1,000 candidates, one core.",
         ]
+        if s.get("context_layers"):
+            notes.append(
+                f"Segment rows read each representation's segments in context ({s['context_layers']} "
+                "context layers, run whenever a segment closes): tokens/ev and enc ms/ev include that work."
+            )
         errors = ", ".join(f"{r.name.split(' (')[0]} {r.all_items.ndcg_se:.4f}" for r in self.rows)
         notes.append(f"One standard error of NDCG@10 (all items ranked): {errors}.")
         history = next((r for r in self.rows if r.name.startswith("full history")), None)

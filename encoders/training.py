@@ -83,6 +83,9 @@ class TrainingConfig:
     # those that arrive before the next segment closes); 0 for only those. On MovieLens at 4 events
     # per segment, 8 gave validation NDCG@10 0.0444 by epoch 9 against 0.0469 with 0 (stopped there)
     target_horizon: int = 0
+    # segments objective: transformer blocks that read a state's segment vectors together before they
+    # score (encoders.context); the worker runs them when it builds a representation
+    context_layers: int = 0
 
     @classmethod
     def quick(cls, **changes: Any) -> TrainingConfig:
@@ -99,6 +102,7 @@ class TrainingConfig:
             max_events=max(8, -(-max_events // 8) * 8),
             n_item_buckets=n_item_rows,
             item_bias=self.item_bias,
+            context_layers=self.context_layers if self.objective == "segments" else 0,
         )
 
 
@@ -305,13 +309,17 @@ class _Run:
         return None if bias is None else bias[FIRST_ITEM_ROW:]  # (N,)
 
     def _state_logits(self, states: list[ScoredState]) -> torch.Tensor:
-        segments, slots, log_weights = state_tensors(states, self.device)
-        vectors = self.model(*pad_arrays([self.examples.arrays[s] for s in segments], self.device))  # (M, d)
+        t = state_tensors(states, self.device)
+        vectors = self.model(
+            *pad_arrays([self.examples.arrays[s] for s in t.segments], self.device)
+        )  # (M, d)
         padded = torch.cat([vectors, vectors.new_zeros(1, vectors.size(1))])  # row M: an empty slot
-        per_state = padded[slots]  # (S, K, d); -1 reads row M
+        per_state = padded[t.slots]  # (S, K, d); -1 reads row M
+        if self.model.context is not None:
+            per_state = self.model.context(per_state, t.features, t.slots >= 0)
         config = self.config
         return late_interaction_logits(
-            per_state, log_weights, self._items(), config.aggregator, config.temperature, self._item_bias()
+            per_state, t.log_weights, self._items(), config.aggregator, config.temperature, self._item_bias()
         )
 
     def _history_logits(self, samples: list[tuple[int, int]]) -> torch.Tensor:

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from encoders.context import N_CONTEXT_FEATURES, context_features
 from encoders.inference import SegmentInput, pad_segments, segment_arrays
 from encoders.model import SegmentEncoderConfig
 from encoders.objectives import recency_log_weights
 from encoders.segmented_log import SegmentedLog, UserState
 from encoders.vocab import ItemVocabulary
 
-__all__ = ["ScoredState", "SegmentExamples", "pad_arrays", "state_tensors"]
+__all__ = ["ScoredState", "SegmentExamples", "StateTensors", "pad_arrays", "state_tensors"]
 
 SegmentArrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rows (n,), actions (n,), features (n, 4))
 FIRST_ITEM_ROW = 2  # rows 0 and 1 are padding and out-of-vocabulary; candidates are the rows after
@@ -40,14 +42,19 @@ class ScoredState:
     state: UserState
     log_weights: np.ndarray  # (K,) float32, -inf past the state's segments
     targets: np.ndarray  # (t,) int64 candidate indices (embedding row - FIRST_ITEM_ROW)
+    features: np.ndarray  # (K, N_CONTEXT_FEATURES) float32, zeros past the state's segments
 
 
 def scored_state(log: SegmentedLog, state: UserState, targets: Sequence[int], k: int, half_life_ms: float):
-    last_ms = [log.segments[s].last_event_ms for s in state.segments]
+    segments = [log.segments[s] for s in state.segments]
+    last_ms = [s.last_event_ms for s in segments]
+    features = np.zeros((k, N_CONTEXT_FEATURES), dtype=np.float32)
+    features[: len(segments)] = context_features(last_ms, [len(s.events.item_ids) for s in segments])
     return ScoredState(
         state,
         recency_log_weights(last_ms, half_life_ms, k),
         np.asarray(targets, dtype=np.int64) - FIRST_ITEM_ROW,
+        features,
     )
 
 
@@ -108,13 +115,14 @@ def pad_arrays(arrays: Sequence[SegmentArrays], device: torch.device) -> tuple[t
     return pad_segments(arrays, max(len(rows) for rows, _, _ in arrays), device)
 
 
-def state_tensors(
-    states: Sequence[ScoredState], device: torch.device
-) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-    """(segments to encode, slot (S, K) into their vectors with -1 past a state's end, log weights (S, K)).
+class StateTensors(NamedTuple):
+    segments: list[int]  # segments to encode; each appears once however many states hold it
+    slots: torch.Tensor  # (S, K) int64 index into their vectors, -1 past a state's end
+    log_weights: torch.Tensor  # (S, K) float32
+    features: torch.Tensor  # (S, K, N_CONTEXT_FEATURES) float32, for the context model
 
-    Each segment appears once in the list however many states hold it.
-    """
+
+def state_tensors(states: Sequence[ScoredState], device: torch.device) -> StateTensors:
     k = len(states[0].log_weights)
     order: dict[int, int] = {}
     slots = np.full((len(states), k), -1, dtype=np.int64)
@@ -122,7 +130,13 @@ def state_tensors(
         for j, segment in enumerate(scored.state.segments):
             slots[i, j] = order.setdefault(segment, len(order))
     log_weights = np.stack([s.log_weights for s in states])
-    return list(order), torch.from_numpy(slots).to(device), torch.from_numpy(log_weights).to(device)
+    features = np.stack([s.features for s in states])
+    return StateTensors(
+        list(order),
+        torch.from_numpy(slots).to(device),
+        torch.from_numpy(log_weights).to(device),
+        torch.from_numpy(features).to(device),
+    )
 
 
 def history_arrays(

@@ -397,6 +397,11 @@ def bench(
     type=click.IntRange(8),
     help="--objective history: read this many latest events (rounded up to a multiple of 8; default 200).",
 )
+@click.option(
+    "--context-layers",
+    type=click.IntRange(0),
+    help="Blocks that read a user's segment vectors together when a representation is built (default 0).",
+)
 @click.option("--seed", type=int, help="Seed of weights, dropout and shuffling (default 0).")
 @click.pass_context
 def train(ctx: click.Context, events_file: Path, out_dir: Path, quick: bool, **options: Any) -> None:

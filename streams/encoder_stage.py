@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from encoders import SegmentInput
+from encoders import ContextState, SegmentInput
 from schemas import ACTIONS, AvroCodec, SchemaError
 from store import RocksDBVectorStore, StoreBatch, StoredSegment, quantize, segment_id
 from streams.dead_letters import DeadLetterSink
@@ -45,6 +45,8 @@ class Encoder(Protocol):
     def model_version(self) -> str: ...
 
     def encode(self, segments: Sequence[SegmentInput]) -> np.ndarray: ...
+
+    def contextualize(self, states: Sequence[ContextState], k: int) -> list[np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -277,8 +279,8 @@ class EncoderStage:
             batch.put_segment_vector(model_version, stored)
             new_by_user[user_id].append(stored)
 
-        for user_id in sorted(new_by_user):
-            value = self.rep_codec.encode(self._representation(user_id, new_by_user[user_id]))
+        for user_id, representation in self._representations(new_by_user):
+            value = self.rep_codec.encode(representation)
             batch.put_representation(model_version, user_id, value)
             if publish:
                 batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
@@ -377,15 +379,29 @@ class EncoderStage:
         inputs = [_segment_input(rec) for rec in records]
         return quantize(self.encoder.encode(inputs), self.store.vector_dtype)
 
-    def _representation(self, user_id: str, new: list[StoredSegment]) -> dict[str, Any]:
+    def _representations(
+        self, new_by_user: dict[str, list[StoredSegment]]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(user, representation record) for every user with new segments, in user order."""
+        k, version = self.config.top_k, self.encoder.model_version
+        users = sorted(new_by_user)
+        newest = [self._newest(user_id, new_by_user[user_id]) for user_id in users]
+        contextual = self.encoder.contextualize([ContextState.of(segments) for segments in newest], k)
+        for user_id, segments, vectors in zip(users, newest, contextual, strict=True):
+            yield (
+                user_id,
+                representation_record(user_id, version, segments, self.config.half_life_ms, vectors),
+            )
+
+    def _newest(self, user_id: str, new: list[StoredSegment]) -> list[StoredSegment]:
+        """The user's newest K segments once `new` are stored, newest first."""
         k = self.config.top_k
         current = {
             (s.window_start_ms, s.ordinal): s
             for s in self.store.newest_segments(self.encoder.model_version, user_id, k)
         }
         current.update({(s.window_start_ms, s.ordinal): s for s in new})
-        newest = [current[key] for key in sorted(current, reverse=True)[:k]]
-        return representation_record(user_id, self.encoder.model_version, newest, self.config.half_life_ms)
+        return [current[key] for key in sorted(current, reverse=True)[:k]]
 
     def _applied_offset(self, partition: int) -> int:
         if partition not in self._applied:

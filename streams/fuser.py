@@ -22,19 +22,30 @@ def recency_weights(last_event_ms: Sequence[int], half_life_ms: float) -> np.nda
     return (raw / raw.sum()).astype(np.float32)
 
 
-def fuse(segments: Sequence[StoredSegment], half_life_ms: float) -> tuple[np.ndarray, np.ndarray]:
-    """(weights (K,), fused (d,)) for segments given newest first; fused is the weighted mean."""
+def fuse(
+    segments: Sequence[StoredSegment], half_life_ms: float, vectors: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(weights (K,), fused (d,)) for segments given newest first; fused is the weighted mean of
+    `vectors` (K, d): the segments' contextual vectors (encoders.context), or by default their own."""
     weights = recency_weights([s.last_event_ms for s in segments], half_life_ms)
-    vectors = np.stack([s.vector for s in segments])  # (K, d)
+    if vectors is None:
+        vectors = np.stack([s.vector for s in segments])  # (K, d)
     fused = (weights[:, None] * vectors).sum(axis=0, dtype=np.float32)  # (d,)
     return weights, fused
 
 
 def representation_record(
-    user_id: str, model_version: str, segments: Sequence[StoredSegment], half_life_ms: float
+    user_id: str,
+    model_version: str,
+    segments: Sequence[StoredSegment],
+    half_life_ms: float,
+    vectors: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The UserRepresentation record for segments given newest first (at least one)."""
-    weights, fused = fuse(segments, half_life_ms)
+    """The UserRepresentation record for segments given newest first (at least one), carrying
+    `vectors` (K, d) (contextual ones; by default the segments' stored vectors)."""
+    if vectors is None:
+        vectors = np.stack([s.vector for s in segments])  # (K, d)
+    weights, fused = fuse(segments, half_life_ms, vectors)
     return {
         "user_id": user_id,
         "model_version": model_version,
@@ -47,9 +58,9 @@ def representation_record(
                 "last_event_ms": s.last_event_ms,
                 "event_count": s.event_count,
                 "weight": float(w),
-                "vector": np.asarray(s.vector, dtype="<f4").tobytes(),
+                "vector": np.asarray(v, dtype="<f4").tobytes(),
             }
-            for s, w in zip(segments, weights, strict=True)
+            for s, w, v in zip(segments, weights, vectors, strict=True)
         ],
         "fused": np.asarray(fused, dtype="<f4").tobytes(),
         "updated_at_ms": max(s.last_event_ms for s in segments),

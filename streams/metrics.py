@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from encoders import SegmentInput
+from encoders import ContextState, SegmentInput
 from streams.log_end import log_end_offsets
 from streams.windowing import NO_WATERMARK
 
@@ -53,6 +53,9 @@ class TimedEncoder:
         self._seconds.observe(time.perf_counter() - started)
         self._size.observe(len(segments))
         return vectors
+
+    def contextualize(self, states: Sequence[ContextState], k: int) -> list[np.ndarray]:
+        return self._encoder.contextualize(states, k)
 
     def __getattr__(self, name: str) -> Any:  # dim, device, item_vectors, ... of the real encoder
         return getattr(self._encoder, name)

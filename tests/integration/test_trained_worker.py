@@ -1,5 +1,5 @@
-"""A worker runs a trained checkpoint (its version on every representation) and refuses one trained
-on another catalogue: one line, non-zero exit."""
+"""A worker runs a trained checkpoint (its version on every representation, its context model over
+each user's segments) and refuses one trained on another catalogue: one line, non-zero exit."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from msli_processes import MSLI, quick_worker_env
 
-from encoders import ItemVocabulary, SegmentBatchEncoder, SegmentEncoder
+from encoders import ContextState, ItemVocabulary, SegmentBatchEncoder, SegmentEncoder
 from encoders.commands import train_checkpoint
 from encoders.training import TrainingConfig
+from schemas import AvroCodec
+from store import RocksDBVectorStore
 from streams.producer import EventProducer
 from streams.synthetic import generate
 from streams.windowing import SegmentationConfig
@@ -27,7 +30,7 @@ def test_worker_stamps_the_trained_version_and_refuses_another_catalogue(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     events = generate(n_users=20, n_items=50, n_events=600, seed=4, out_of_order_fraction=0.0).to_dicts()
-    config = TrainingConfig.quick(dim=16, epochs=1)
+    config = TrainingConfig.quick(dim=16, epochs=1, context_layers=1)
     trained = train_checkpoint(events, "synthetic", tmp_path / "trained", RULES, 16, 604_800_000.0, config)
     env = quick_worker_env(
         kafka_bootstrap,
@@ -56,6 +59,7 @@ def test_worker_stamps_the_trained_version_and_refuses_another_catalogue(
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=60)
+    assert_representations_read_segments_in_context(tmp_path / "state" / "store", trained, user)
 
     books = ItemVocabulary.explicit([f"book-{i}" for i in range(50)])
     config = dataclasses.replace(trained.config, n_item_buckets=books.n_rows)
@@ -70,3 +74,20 @@ def test_worker_stamps_the_trained_version_and_refuses_another_catalogue(
     assert refused.returncode == 1
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("msli: ") and "knows 0% of the items in the store's segments" in last
+
+
+def assert_representations_read_segments_in_context(
+    store_path: Path, trained: SegmentBatchEncoder, user: str
+) -> None:
+    """The stored representation carries the context model's vectors for the user's stored segments,
+    bit for bit as the checkpoint computes them offline, and not the stored vectors themselves."""
+    with RocksDBVectorStore(store_path, read_only=True) as store:
+        record = AvroCodec("UserRepresentation").decode(
+            store.representation(trained.model_version, user) or b""
+        )
+        newest = store.newest_segments(trained.model_version, user, 16)
+    assert [s["segment_id"] for s in record["segments"]] == [s.segment_id for s in newest]
+    published = np.stack([np.frombuffer(s["vector"], dtype="<f4") for s in record["segments"]])
+    [expected] = trained.contextualize([ContextState.of(newest)], 16)
+    assert np.array_equal(published, expected)
+    assert not np.allclose(published, np.stack([s.vector for s in newest]))

@@ -3,6 +3,7 @@
 import encoders
 
 EXPECTED = {
+    "ContextState",
     "EncoderError",
     "ItemVocabulary",
     "SegmentBatchEncoder",
