@@ -73,9 +73,11 @@ class EvaluationReport:
             "this machine, all cores; score µs: one request of 1,000 candidates, one core.",
         ]
         if s.get("context_layers"):
+            layers = s["context_layers"]
             notes.append(
-                f"Segment rows read each representation's segments in context ({s['context_layers']} "
-                "context layers, run whenever a segment closes): tokens/ev and enc ms/ev include that work."
+                f"Segment rows read each representation's segments in context ({layers} context "
+                f"layer{'s' if layers > 1 else ''}, run whenever a segment closes): tokens/ev and enc ms/ev "
+                "include that work."
             )
         errors = ", ".join(f"{r.name.split(' (')[0]} {r.all_items.ndcg_se:.4f}" for r in self.rows)
         notes.append(f"One standard error of NDCG@10 (all items ranked): {errors}.")
