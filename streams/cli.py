@@ -400,7 +400,7 @@ def bench(
 @click.option(
     "--context-layers",
     type=click.IntRange(0),
-    help="Blocks that read a user's segment vectors together when a representation is built (default 2; 0: none).",
+    help="Blocks that read a user's segment vectors together when a representation is built (default 2).",
 )
 @click.option("--seed", type=int, help="Seed of weights, dropout and shuffling (default 0).")
 @click.pass_context
