@@ -92,6 +92,11 @@ class StoreBatch:
         )
         self.outbox.append(OutboxRecord(seq, topic, key, value))
 
+    def clear_outbox(self, records: list[OutboxRecord]) -> None:
+        """Forget outbox records Kafka has acknowledged, in the same write as the rest."""
+        for record in records:
+            self._batch.delete(keys.outbox_key(record.seq))
+
     def mark_pending(self, user_id: str) -> None:
         """Note that the user's representation changed but is to be published later, as a whole."""
         self._batch.put(keys.pending_key(user_id), b"")
@@ -248,15 +253,10 @@ class RocksDBVectorStore:
 
     def clear_outbox(self, records: list[OutboxRecord]) -> None:
         """Forget outbox records once Kafka has acknowledged them."""
-        if not records:
-            return
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        for record in records:
-            batch.delete(keys.outbox_key(record.seq))
-        try:
-            self._db.write(batch, self._write_options)
-        except Exception as exc:
-            raise StoreError(f"cannot write store at {self.path}: {_first_line(exc)}") from None
+        if records:
+            batch = self.batch()
+            batch.clear_outbox(records)
+            self.write(batch)
 
     def delete_model_version(self, model_version: str) -> None:
         """Remove one model version's vectors, representations and applied offsets (range deletes,

@@ -27,6 +27,7 @@ from store import RocksDBVectorStore, ensure_promoted
 from streams.config import MsliSettings, torch_threads
 from streams.encoder_fit import EncoderFitError, check_encoder_fits
 from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig
+from streams.errors import DeliveryError
 from streams.kafka_auth import faust_credentials
 from streams.log_end import log_end_offsets
 from streams.metrics import WorkerMetrics
@@ -41,6 +42,8 @@ from streams.topics import closable_at_ms, ensure_topics
 __all__ = ["WorkerRuntime", "load_encoder", "run_worker", "torch_threads"]
 
 log = logging.getLogger(__name__)
+
+OUTBOX_SETTLE_SECONDS = 0.5  # how often an idle worker forgets acknowledged outbox records
 
 
 def load_encoder(settings: MsliSettings) -> SegmentBatchEncoder:
@@ -132,6 +135,7 @@ class WorkerRuntime:
         parts = (
             lambda: self.executor.shutdown(wait=True),
             self._log_ends.close,
+            self._drain_outbox,
             self.stage.publisher.close,
             self.store.close,
         )
@@ -140,6 +144,13 @@ class WorkerRuntime:
                 release()
             except Exception as exc:
                 self.fail(exc)
+
+    def _drain_outbox(self) -> None:
+        """Best effort: what Kafka has not acknowledged stays in the outbox for the next start."""
+        try:
+            self.stage.drain(timeout=10)
+        except DeliveryError as exc:
+            log.warning("stopping with representations unacknowledged (the next start sends them): %s", exc)
 
 
 class SegmenterService(Service):
@@ -225,6 +236,14 @@ def build_app(
 
         pending.add(task := asyncio.ensure_future(catch_up()))
         task.add_done_callback(pending.discard)
+
+    @app.timer(interval=OUTBOX_SETTLE_SECONDS)
+    async def settle_outbox() -> None:  # between micro-batches they do it; an idle worker needs this
+        try:
+            await asyncio.get_running_loop().run_in_executor(runtime.executor, runtime.stage.settle)
+        except Exception as exc:
+            runtime.fail(exc)
+            runtime.request_stop()
 
     @app.agent(segments, name="encode-segments")
     async def encode_segments(stream: faust.StreamT) -> None:

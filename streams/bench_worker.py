@@ -7,8 +7,9 @@ includes one quiet-partition wait, `partition_idle_seconds`, for the last window
 Phase 2 (freshness): the parent offers new events at a fixed rate. Each closed-segments record
 carries the wall-clock time its segment became closable (a header the segmenter sets: the Kafka
 timestamp of the event that closed it); the stage's `on_applied` hook notes when its micro-batch
-is in the store, after the atomic write and the publish flush, so each sample is an upper bound
-on "closable -> readable". Samples count while the load is offered: the final flush of windows
+is in the store, after the atomic write (the stage does not wait for the outbox's acknowledgement
+before the next micro-batch, and neither does this clock), so each sample is an upper bound on
+"closable -> readable in the store". Samples count while the load is offered: the final flush of windows
 that only close because the load stopped is not a steady state.
 """
 

@@ -4,7 +4,9 @@ Per micro-batch: skip what the store already reflects, restore from Kafka what i
 merge each segment into its window (dropping events already stored), encode every changed segment
 in one batch, fuse each touched user's newest K, write all of it and the applied offsets in one
 atomic store write with an outbox, then publish the outbox. See store.store for why that order
-makes a crash lose nothing and duplicate nothing but identical bytes.
+makes a crash lose nothing and duplicate nothing but identical bytes. The stage does not wait for
+Kafka's acknowledgement of the outbox: the next micro-batch's write forgets what was acknowledged
+meanwhile (streams/outbox.py), and `settle`/`drain` do so when no batch comes.
 
 Records it cannot use (undecodable, or over the segments-per-window cap) go to the dead-letter
 topic, acknowledged by Kafka before the store write that moves the applied offset past them.
@@ -23,10 +25,11 @@ import numpy as np
 
 from encoders import ContextState, SegmentInput
 from schemas import ACTIONS, AvroCodec, SchemaError
-from store import RocksDBVectorStore, StoreBatch, StoredSegment, quantize, segment_id
+from store import OutboxRecord, RocksDBVectorStore, StoreBatch, StoredSegment, quantize, segment_id
 from streams.dead_letters import DeadLetterSink
 from streams.faults import crash_point
 from streams.fuser import representation_record
+from streams.outbox import OutboxSender
 from streams.publisher import KafkaPublisher
 
 __all__ = ["EncoderStage", "SourceRecord", "StageConfig", "StageReport"]
@@ -87,7 +90,7 @@ class StageReport:
     restored: int = 0  # read back from Kafka to fill a gap in the store
     duplicates: int = 0  # segments whose every event was already stored
     encoded: int = 0
-    published: int = 0
+    published: int = 0  # representations Kafka acknowledged (counted when the stage sees it)
     undecodable: int = 0  # dead-lettered
     capped: int = 0  # over the segments-per-window cap: dead-lettered
     reasons: Counter[str] = field(default_factory=Counter)
@@ -126,6 +129,7 @@ class EncoderStage:
         self.store = store
         self.encoder = encoder
         self.publisher = publisher
+        self.outbox = OutboxSender(publisher)
         self.config = config
         self.restorer = restorer
         self.codec = AvroCodec("ClosedSegment")
@@ -151,6 +155,21 @@ class EncoderStage:
         if published:
             log.info("published %d representations an earlier run left unpublished", published)
         return published
+
+    def settle(self) -> int:
+        """Forget the outbox records Kafka acknowledged since the last micro-batch; returns how many.
+        Call when no micro-batch comes (a timer), so an idle worker's outbox empties too."""
+        report = StageReport()
+        acknowledged = self._acknowledged(report)
+        if acknowledged:
+            self.store.clear_outbox(acknowledged)
+        self.totals.add(report)
+        return report.published
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Wait for every representation sent to be acknowledged, and forget them: a clean stop."""
+        self.outbox.wait(timeout)
+        self.settle()
 
     def process(self, records: Sequence[SourceRecord]) -> StageReport:
         """Reflect a micro-batch of closed-segments records in the store and on the output topic."""
@@ -218,7 +237,9 @@ class EncoderStage:
             len(users),
         )
         report.restored += restored.records
-        for name in ("encoded", "duplicates", "undecodable", "capped"):  # records count as restored
+        # Records count as restored; representations of earlier micro-batches acknowledged
+        # meanwhile as published.
+        for name in ("encoded", "duplicates", "undecodable", "capped", "published"):
             setattr(report, name, getattr(report, name) + getattr(restored, name))
 
     def _publish_pending(self, report: StageReport) -> None:
@@ -297,15 +318,17 @@ class EncoderStage:
         if self._dead_letters_unflushed:  # before the write that moves the applied offset past them
             self.publisher.flush()
             self._dead_letters_unflushed = False
+        batch.clear_outbox(self._acknowledged(report))
         self.store.write(batch)
         crash_point("store-written")
-        for record in batch.outbox:
-            self.publisher.send(record.topic, record.key, record.value)
-        if batch.outbox:
-            self.publisher.flush()
+        self.outbox.send(batch.outbox)
+
+    def _acknowledged(self, report: StageReport) -> list[OutboxRecord]:
+        acknowledged = self.outbox.acknowledged()
+        if acknowledged:
             crash_point("published")
-            self.store.clear_outbox(batch.outbox)
-            report.published += len(batch.outbox)
+            report.published += len(acknowledged)
+        return acknowledged
 
     def _dead_letter(self, record: SourceRecord, reason: str, detail: str) -> None:
         self.dead_letters.send(

@@ -12,6 +12,7 @@ The boundaries, in the order one unit of work passes them:
     encoded               encoder stage: vectors computed, nothing stored yet
     store-written         encoder stage: the atomic store write done, representations not published
     published             encoder stage: representations acknowledged, outbox not yet cleared
+                          (seen by a later micro-batch, or by the stage's idle settle)
 
 A crash in the worker's segmenter process (streams/segmenter_process.py) SIGKILLs the worker
 first: it is a crash of the one worker the process is part of.

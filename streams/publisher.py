@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -38,6 +39,8 @@ class KafkaPublisher:
     """Produce asynchronously, then `flush()` once per unit of work: it raises if any record failed.
 
     Callers commit progress only after `flush()` returns, so a failed delivery is never skipped.
+    Callers that keep what they sent until it is acknowledged (the encoder stage's outbox) pass
+    `on_delivered` instead and call `check()` now and then, without waiting.
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -46,13 +49,26 @@ class KafkaPublisher:
         self.delivered = 0
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        on_delivered: Callable[[], None] | None = None,
     ) -> None:
+        """Queue one record; `on_delivered` runs (in a later poll, check or flush) once Kafka
+        acknowledged it."""
+        report = self._on_delivery
+        if on_delivered is not None:
+
+            def report(err: KafkaError | None, msg: Message) -> None:
+                self._on_delivery(err, msg)
+                if err is None:
+                    on_delivered()
+
         while True:
             try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
-                )
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=report)
                 return
             except BufferError:  # local queue full: let librdkafka drain it, then retry
                 self._producer.poll(0.1)
@@ -60,19 +76,29 @@ class KafkaPublisher:
     def poll(self) -> None:
         self._producer.poll(0)
 
+    def check(self) -> None:
+        """Serve the delivery reports that have arrived, without waiting; raise DeliveryError if a
+        record failed."""
+        self._producer.poll(0)
+        self._raise_failures()
+
     def flush(self, timeout: float = 60.0) -> None:
         """Wait for every record sent so far; raise DeliveryError if any was not acknowledged."""
         remaining = self._producer.flush(timeout)
-        failures, self._failures = self._failures, []
         if remaining:
+            self._failures.clear()
             raise DeliveryError(f"{remaining} records not acknowledged by Kafka within {timeout:.0f}s")
-        if failures:
-            raise DeliveryError(f"{len(failures)} records not delivered; first: {failures[0]}")
+        self._raise_failures()
 
     def close(self) -> None:
         """Deliver what is queued (best effort) and release the client's threads and sockets."""
         self._producer.flush(10)
         self._producer.close()
+
+    def _raise_failures(self) -> None:
+        failures, self._failures = self._failures, []
+        if failures:
+            raise DeliveryError(f"{len(failures)} records not delivered; first: {failures[0]}")
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:

@@ -148,6 +148,7 @@ def _replay_segments(settings: MsliSettings, options: ReplayOptions) -> ReplaySu
                 if at_end >= set(starts) and not options.follow:
                     break
                 _commit(consumer, topic, positions)
+        stage.drain()
         _commit(consumer, topic, positions)
     finally:
         consumer.close()

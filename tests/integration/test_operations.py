@@ -138,17 +138,19 @@ def test_metrics_replay_and_model_upgrade(
 
     # --- metrics moved with the events --------------------------------------------------------------
     def settled() -> dict[str, float] | None:
-        """Every event read, every closed segment encoded, no lag (a segment the segmenter has just
-        closed may still be on its way to Kafka, so this is waited for, not read once)."""
+        """Every event read, every closed segment encoded, every user's representation acknowledged,
+        no lag (a segment the segmenter has just closed may still be on its way to Kafka, and the
+        stage counts a representation once it sees Kafka's acknowledgement, after its store write:
+        so this is waited for, not read once)."""
         m = metrics(port)
         lags = [v for k, v in m.items() if k.startswith("msli_consumer_lag{")]
         closed = sum(v for k, v in m.items() if k.startswith("msli_segments_closed_total"))
         done = m["msli_events_total"] == len(events) and m["msli_open_segments"] == 0
         done = done and closed == m["msli_segments_encoded_total"] > 0
+        done = done and m["msli_representations_published_total"] >= len(USERS)
         return m if done and lags and not any(lags) else None
 
-    m = wait_for(settled, 60, "metrics to show every event read and encoded, and no lag")
-    assert m["msli_representations_published_total"] >= len(USERS)
+    m = wait_for(settled, 60, "metrics to show every event read, encoded and published, and no lag")
     assert m["msli_encode_batch_size_sum"] == m["msli_segments_encoded_total"]
     assert m["msli_encode_seconds_count"] >= 1 and m["msli_store_size_bytes"] > 0
     assert len([k for k in m if k.startswith("msli_consumer_lag{")]) == 6  # 3 events + 3 segments partitions

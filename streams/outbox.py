@@ -1,0 +1,63 @@
+"""Publish the store's outbox without waiting for Kafka inside each micro-batch.
+
+The encoder stage writes a micro-batch's representations to the store together with an outbox of
+the same records, then hands them to `OutboxSender` and goes on with the next micro-batch; Kafka's
+acknowledgements arrive meanwhile. A record leaves the outbox (a delete in a later store write)
+only once it and every record sent before it were acknowledged. So what a crash leaves in the
+outbox is always a suffix of what was sent, in sending order: published again oldest first at
+the next start, each user's newest state still comes last, as the compacted topic needs.
+
+Order on the topic itself holds because one idempotent producer sends everything, keyed by user:
+librdkafka keeps a partition's records in order across retries.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from functools import partial
+
+from store import OutboxRecord
+from streams.publisher import KafkaPublisher
+
+__all__ = ["OutboxSender"]
+
+
+class OutboxSender:
+    """Single-threaded: sends, `acknowledged` and `wait` run on the stage's thread."""
+
+    def __init__(self, publisher: KafkaPublisher, max_in_flight: int = 20_000) -> None:
+        self.publisher = publisher
+        # Beyond this many unacknowledged records (a slow or stalled broker), sending waits for
+        # the ones before: the outbox in the store stays bounded.
+        self.max_in_flight = max_in_flight
+        self._sent: deque[OutboxRecord] = deque()
+        self._delivered: set[int] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._sent)
+
+    def send(self, records: list[OutboxRecord]) -> None:
+        if records and len(self._sent) + len(records) > self.max_in_flight:
+            self.publisher.flush()
+        for record in records:
+            self.publisher.send(
+                record.topic, record.key, record.value, on_delivered=partial(self._delivered.add, record.seq)
+            )
+            self._sent.append(record)
+
+    def acknowledged(self) -> list[OutboxRecord]:
+        """The records acknowledged since the last call whose predecessors all were, oldest first:
+        those the store may forget. Raises DeliveryError if a record failed (the worker stops; the
+        outbox keeps it and everything after it)."""
+        self.publisher.check()
+        done: list[OutboxRecord] = []
+        while self._sent and self._sent[0].seq in self._delivered:
+            record = self._sent.popleft()
+            self._delivered.discard(record.seq)
+            done.append(record)
+        return done
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Wait until everything sent is acknowledged (raises DeliveryError if it is not)."""
+        self.publisher.flush(timeout)
