@@ -14,6 +14,7 @@ import click
 
 from streams.config import MsliSettings, load_settings
 from streams.errors import ConfigError, StreamsError
+from streams.exit_guard import end_if_released
 from streams.logs import setup_logging
 
 __all__ = ["main"]
@@ -519,6 +520,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except _user_errors() as exc:
         click.echo(f"msli: {exc}", err=True)
+        end_if_released(1)  # a stopped worker: its one line stays the last, whatever threads linger
         sys.exit(1)
 
 

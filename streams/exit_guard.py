@@ -5,7 +5,9 @@ store closed, the producer flushed). At interpreter exit Python still joins ever
 (concurrent.futures' workers among them), and one that a library left blocked holds the process
 open for good: a supervisor then sees a live worker that does nothing. That happened once in the
 full-disk test: the one-line error was printed and the process ran on for 300 s. So the exit gets
-a deadline.
+a deadline. The thread, named by this module's log line since: "Thread-1", faust's consumer
+thread (mode's WorkerThread, which is not a daemon). After a fatal error, whose one line must stay
+the last thing the worker prints, the process ends at once instead (`end_if_released`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import os
 import sys
 import threading
 
-__all__ = ["exit_within"]
+__all__ = ["end_if_released", "exit_within"]
 
 log = logging.getLogger(__name__)
+_released = False  # set by exit_within: the worker has released its store and producer
 
 
 def exit_within(seconds: float, code: int) -> None:
@@ -31,7 +34,18 @@ def exit_within(seconds: float, code: int) -> None:
         sys.stderr.flush()
         os._exit(code)
 
+    global _released
+    _released = True
     timer = threading.Timer(seconds, force_exit)
     timer.name = "msli-exit-deadline"
     timer.daemon = True
     timer.start()
+
+
+def end_if_released(code: int) -> None:
+    """End the process now with `code` if the worker has released what matters (exit_within was
+    called): nothing is left to wait for but library threads. Otherwise return."""
+    if _released:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -38,3 +38,21 @@ def test_a_clean_exit_keeps_its_own_code() -> None:
         """
     )
     assert done.returncode == 0 and done.stderr == ""
+
+
+def test_a_released_worker_ends_at_once_with_its_error_last() -> None:
+    """After a fatal error the worker's one line must stay the last one: no wait, no guard line."""
+    done = run(
+        """
+        import sys, threading, time
+        from streams.exit_guard import end_if_released, exit_within
+        end_if_released(5)  # nothing released yet: returns
+        threading.Thread(target=time.sleep, args=(3600,), name="stuck-consumer").start()
+        exit_within(30, 1)
+        print("msli: cannot write store", file=sys.stderr)
+        end_if_released(1)
+        print("not reached", file=sys.stderr)
+        """
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["msli: cannot write store"]
