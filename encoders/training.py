@@ -91,8 +91,10 @@ class TrainingConfig:
 
     @classmethod
     def quick(cls, **changes: Any) -> TrainingConfig:
-        """A small model and few epochs: for tests and `msli demo` on two CPU cores."""
-        return replace(cls(dim=32, n_layers=1, epochs=8, patience=3), **changes)
+        """A small model and few epochs: for tests and `msli demo` on two CPU cores. No context
+        layers: in 8 epochs they do not train (the demo's model stopped at validation NDCG@10 0.012
+        with them; they need tens of epochs, docs/quality.md)."""
+        return replace(cls(dim=32, n_layers=1, epochs=8, patience=3, context_layers=0), **changes)
 
     def encoder_config(self, n_item_rows: int, max_events: int) -> SegmentEncoderConfig:
         """The encoder's shape: max_events rounded up to a multiple of 8 (the inference ladder's unit)."""

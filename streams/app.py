@@ -219,6 +219,7 @@ def build_app(
     segments = app.topic(settings.segments_topic, key_serializer="raw", value_serializer="raw")
     loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
     pending: set[asyncio.Future] = set()  # keeps background tasks referenced until done
+    settling: set[asyncio.Future] = set()  # the outbox settle in flight, if any
 
     @app.on_partitions_assigned.connect
     async def on_assigned(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
@@ -239,11 +240,20 @@ def build_app(
 
     @app.timer(interval=OUTBOX_SETTLE_SECONDS)
     async def settle_outbox() -> None:  # between micro-batches they do it; an idle worker needs this
-        try:
-            await asyncio.get_running_loop().run_in_executor(runtime.executor, runtime.stage.settle)
-        except Exception as exc:
-            runtime.fail(exc)
-            runtime.request_stop()
+        # In the background, and never twice: behind a busy stage's micro-batch a settle waits
+        # (and is not needed), and a timer that awaited it would overrun its interval.
+        if any(not f.done() for f in settling):
+            return
+
+        async def settle() -> None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(runtime.executor, runtime.stage.settle)
+            except Exception as exc:
+                runtime.fail(exc)
+                runtime.request_stop()
+
+        settling.add(task := asyncio.ensure_future(settle()))
+        task.add_done_callback(settling.discard)
 
     @app.agent(segments, name="encode-segments")
     async def encode_segments(stream: faust.StreamT) -> None:

@@ -13,6 +13,7 @@ import torch
 
 from encoders import ContextState, EncoderError, SegmentBatchEncoder, SegmentEncoderConfig
 from encoders.context import context_features
+from encoders.evaluation import evaluate
 from encoders.training import TrainingConfig, train
 from encoders.training_data import state_tensors
 from streams.synthetic import generate
@@ -164,3 +165,11 @@ def test_training_with_context_matches_the_inference_path():
     )
     for row, out, s in zip(trained_path, served, states, strict=True):
         np.testing.assert_allclose(row[: len(s.state.segments)], out, rtol=1e-4, atol=1e-5)
+
+    # The evaluation counts the context model's work: each event encoded once, then the newest K
+    # segments read at every closing.
+    report = evaluate(log, encoder, None, k=K, half_life_ms=7 * 86_400_000.0, timing=0.001)
+    events = sum(len(s.events.item_ids) for s in log.segments)
+    context = sum(min(n, K) for u in range(len(log.users)) for n in range(1, log.n_segments(u) + 1))
+    row = next(r for r in report.rows if r.name == "segments · MaxSim")
+    assert row.tokens_per_event == pytest.approx((events + context) / events)
