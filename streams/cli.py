@@ -380,6 +380,11 @@ def bench(
     "--epochs", type=click.IntRange(1), help="At most this many epochs (early stopping may end sooner)."
 )
 @click.option(
+    "--patience",
+    type=click.IntRange(1),
+    help="Stop after this many epochs without a better validation NDCG@10 (default 8).",
+)
+@click.option(
     "--objective",
     type=click.Choice(["segments", "history"]),
     default="segments",

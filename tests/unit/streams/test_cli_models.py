@@ -33,7 +33,8 @@ def events_file(tmp_path_factory) -> Path:
 def checkpoints(events_file, tmp_path_factory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("models")
     tiny = ["--quick", "--epochs", "2", "--dim", "16"]
-    assert run(["train", str(events_file), "--out", str(out / "segments"), *tiny]) == 0
+    context = ["--context-layers", "1", "--patience", "5"]
+    assert run(["train", str(events_file), "--out", str(out / "segments"), *tiny, *context]) == 0
     assert (
         run(["train", str(events_file), "--out", str(out / "history"), "--objective", "history", *tiny]) == 0
     )
@@ -45,6 +46,7 @@ def test_train_writes_a_checkpoint_with_the_closing_rules(checkpoints, monkeypat
     encoder = SegmentBatchEncoder.load(segments, device="cpu")
     assert encoder.extra["closing"]["max_events"] == 32  # the settings' default closing rules
     assert encoder.extra["training"]["config"]["objective"] == "segments"
+    assert encoder.extra["training"]["config"]["patience"] == 5 and encoder.has_context
     assert (
         SegmentBatchEncoder.load(history, device="cpu").extra["training"]["config"]["objective"] == "history"
     )
