@@ -288,7 +288,7 @@ def _open_segment_row(
     open_vectors = iter(encoded)
     ids = list(log.vocab.items or ())
     items, bias = encoder.item_vectors(ids), encoder.item_biases(ids)
-    scores, users = [], 0
+    with_open: list[list[StoredSegment] | None] = []
     for (user, _), state, segment in zip(holdout.events, states, opens, strict=True):
         segments = list(state or [])
         if segment is not None:
@@ -302,14 +302,13 @@ def _open_segment_row(
                 vector=next(open_vectors),
             )
             segments = [newest, *segments[: k - 1]]
-        if not segments:
-            scores.append(popularity)
-            continue
-        users += 1
-        representation = _representations(encoder, [segments], k, half_life_ms)[0]
-        assert representation is not None
-        vectors, weights, _ = representation
-        scores.append(maxsim_scores(vectors, weights, items, item_bias=bias))
+        with_open.append(segments or None)
+    representations = _representations(encoder, with_open, k, half_life_ms)  # one batch, as the rows above
+    scores = [
+        popularity if rep is None else maxsim_scores(rep[0], rep[1], items, item_bias=bias)
+        for rep in representations
+    ]
+    users = sum(rep is not None for rep in representations)
     full, unseen = holdout.metrics(scores)
     nan = float("nan")  # not a serving path: no cost to report
     return EvaluationRow("what-if: + open segment · MaxSim", full, unseen, users, nan, nan, nan)
