@@ -5,7 +5,7 @@ from encoders.checkpoint import content_version
 from encoders.errors import EncoderError
 from encoders.inference import ContextState, SegmentBatchEncoder, SegmentInput, bucket_lengths
 from encoders.model import SegmentEncoder, SegmentEncoderConfig
-from encoders.scoring import attention_scores, fused_scores, maxsim_scores
+from encoders.scoring import attention_scores, candidate_bias, fused_scores, maxsim_scores, seen_mask
 from encoders.vocab import ItemVocabulary
 
 __all__ = [
@@ -18,7 +18,9 @@ __all__ = [
     "SegmentInput",
     "attention_scores",
     "bucket_lengths",
+    "candidate_bias",
     "content_version",
     "fused_scores",
     "maxsim_scores",
+    "seen_mask",
 ]

@@ -179,9 +179,11 @@ def export_items(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]
     """Write the candidate item vectors a ranker scores with; (items written, model version).
 
     `.npz`: arrays item_ids, vectors (n, d) float32 and model_version, plus biases (n,) float32 when
-    the model learned item biases. `.jsonl`: a header line {"model_version", "dim", "items",
-    "item_bias"}, then one {"item_id", "vector"} per item, with "bias" when the model has them.
-    A ranker adds an item's bias to every late-interaction score of that item (encoders.scoring).
+    the model learned item biases and seen_item_score (a scalar) when it learned one. `.jsonl`: a
+    header line {"model_version", "dim", "items", "item_bias", "seen_item_score"} (the score null
+    when the model has none), then one {"item_id", "vector"} per item, with "bias" when the model
+    has them. A ranker adds an item's bias to every late-interaction score of that item, and the
+    seen-item score to each candidate in the representation's seen_item_ids (encoders.scoring).
     """
     encoder = SegmentBatchEncoder.load(checkpoint, device="cpu")
     ids = list(encoder.vocab.items or ())
@@ -200,6 +202,8 @@ def export_items(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]
             }
             if biases is not None:
                 arrays["biases"] = biases
+            if encoder.seen_item_score is not None:
+                arrays["seen_item_score"] = np.array(encoder.seen_item_score, dtype=np.float32)
             np.savez(f, **arrays)  # type: ignore[arg-type]
     elif path.suffix == ".jsonl":
         with tmp.open("w", encoding="utf-8") as f:
@@ -208,6 +212,7 @@ def export_items(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]
                 "dim": encoder.dim,
                 "items": len(ids),
                 "item_bias": biases is not None,
+                "seen_item_score": encoder.seen_item_score,
             }
             f.write(json.dumps(header) + "\n")
             for i, (item_id, vector) in enumerate(zip(ids, vectors.tolist(), strict=True)):

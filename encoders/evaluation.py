@@ -15,6 +15,10 @@ before removed (what a production ranker does). Rows:
   model's, run over the newest K segments each time one closes, as the worker does.
 - what-if: the same plus the open segment encoded as one more vector. The worker does not keep an
   encoded open segment; this row measures what doing so would buy.
+
+A model with a seen-item score adds it, in every row it scores, to the items its own input holds
+(a state's segments; the full-history row's input events), as a ranker adds it to a
+representation's seen_item_ids; the timed requests include that step.
 """
 
 from __future__ import annotations
@@ -28,15 +32,15 @@ import numpy as np
 
 from encoders.costs import encode_seconds, one_core, per_call_seconds
 from encoders.errors import EncoderError
-from encoders.inference import ContextState, SegmentBatchEncoder
+from encoders.inference import ContextState, SegmentBatchEncoder, SegmentInput
 from encoders.metrics import RankingMetrics, rank_of_target, ranking_metrics
 from encoders.model import SegmentEncoder
 from encoders.quality_report import EvaluationReport, EvaluationRow
-from encoders.scoring import attention_scores, fused_scores, maxsim_scores
+from encoders.scoring import attention_scores, candidate_bias, fused_scores, maxsim_scores, seen_mask
 from encoders.segmented_log import SegmentedLog
-from encoders.training_data import FIRST_ITEM_ROW
+from encoders.training_data import FIRST_ITEM_ROW, seen_candidates
 from store import StoredSegment, quantize
-from streams.fuser import fuse
+from streams.fuser import fuse, seen_item_ids
 
 __all__ = ["EvaluationReport", "EvaluationRow", "evaluate"]
 
@@ -86,7 +90,9 @@ def evaluate(
     bias = encoder.item_biases(list(log.vocab.items or ()))  # (N,) or None
     rng = np.random.default_rng(0)
     candidate_rows = _timing_rows(len(items), rng)
-    candidates = Candidates(items[candidate_rows], None if bias is None else bias[candidate_rows])
+    candidates = Candidates(
+        items[candidate_rows], None if bias is None else bias[candidate_rows], candidate_rows
+    )
     popularity = np.bincount(
         log.event_item[log.training_positions()] - FIRST_ITEM_ROW, minlength=len(items)
     ).astype(np.float32)
@@ -107,12 +113,23 @@ def evaluate(
         tokens, seconds = tokens + context_tokens, seconds + context_seconds
     states = [_stored_state(log, u, p, k, vectors) for u, p in holdout.events]
     representations = _representations(encoder, states, k, half_life_ms)
-    sample = next((r for r in representations if r is not None and len(r[0]) == k), None)
-    sample = sample or _random_representation(k, encoder.dim, rng)
+    biases = [_state_bias(log, bias, st, encoder.seen_item_score) for st in states]
+    full = next((i for i, r in enumerate(representations) if r is not None and len(r[0]) == k), None)
+    sample = Sample(
+        *(_random_representation(k, encoder.dim, rng) if full is None else representations[full]),  # type: ignore[misc]
+        seen=np.zeros(0, np.int64) if full is None else _seen_rows(log, states[full]),
+        seen_item_score=encoder.seen_item_score,
+    )
     for name, score in _SCORERS.items():
-        per_user = [popularity if rep is None else score(rep, items, bias) for rep in representations]
+        per_user = [
+            popularity if rep is None else score(rep, items, b)
+            for rep, b in zip(representations, biases, strict=True)
+        ]
         with one_core():
-            request_s = per_call_seconds(lambda score=score: score(sample, *candidates), timing)  # type: ignore[misc]
+            request_s = per_call_seconds(
+                lambda score=score: score(sample.representation, candidates.vectors, sample.bias(candidates)),  # type: ignore[misc]
+                timing,
+            )
         rows.append(
             _row(
                 f"segments · {name}",
@@ -156,10 +173,47 @@ _SCORERS: dict[str, Callable[[Representation, np.ndarray, np.ndarray | None], np
 
 
 class Candidates(NamedTuple):
-    """One request's candidates: item vectors (N, d) and, if the model has them, item biases (N,)."""
+    """One request's candidates: item vectors (N, d), item biases (N,) if the model has them, and
+    their rows in the item table (N,)."""
 
     vectors: np.ndarray
     bias: np.ndarray | None
+    rows: np.ndarray
+
+
+class Sample(NamedTuple):
+    """The representation a timed request scores, with the item rows its segments hold."""
+
+    vectors: np.ndarray
+    weights: np.ndarray
+    fused: np.ndarray
+    seen: np.ndarray
+    seen_item_score: float | None
+
+    @property
+    def representation(self) -> Representation:
+        return self.vectors, self.weights, self.fused
+
+    def bias(self, candidates: Candidates) -> np.ndarray | None:
+        """What a ranker adds per candidate: item biases and the seen-item score (part of the request)."""
+        return candidate_bias(candidates.bias, seen_mask(candidates.rows, self.seen), self.seen_item_score)
+
+
+def _seen_rows(log: SegmentedLog, segments: Sequence[StoredSegment] | None) -> np.ndarray:
+    """Candidate indices of the items the segments hold."""
+    return seen_candidates(log.vocab.rows(seen_item_ids(segments or ())))
+
+
+def _state_bias(
+    log: SegmentedLog, bias: np.ndarray | None, segments: Sequence[StoredSegment] | None, score: float | None
+) -> np.ndarray | None:
+    """Per-candidate bias for one state's scores: item biases plus the seen-item score, if any."""
+    if score is None or segments is None:
+        return bias
+    n = len(log.vocab.items or ())
+    seen = np.zeros(n, dtype=bool)
+    seen[_seen_rows(log, segments)] = True
+    return candidate_bias(bias, seen, score)
 
 
 def _stored_state(
@@ -214,6 +268,7 @@ def _stored(log: SegmentedLog, index: int, vector: np.ndarray) -> StoredSegment:
         last_event_ms=seg.last_event_ms,
         event_count=len(seg.events.item_ids),
         vector=vector,
+        item_ids=tuple(dict.fromkeys(seg.events.item_ids)),
     )
 
 
@@ -258,17 +313,35 @@ def _history_row(
     vectors, seconds = encode_seconds(history, inputs)
     ids = list(log.vocab.items or ())
     items, bias = history.item_vectors(ids), history.item_biases(ids)
-    scores = [fused_scores(v, items, bias) for v in vectors]
+    score = history.seen_item_score
+    scores = [
+        fused_scores(v, items, _input_bias(log, bias, h, score)) for v, h in zip(vectors, inputs, strict=True)
+    ]
     # Re-encoding on every event: the event's own history, capped at `length`, for every event of the log.
     per_user = [np.minimum(np.arange(1, len(p) + 1), length) for p in log.user_positions]
     tokens = float(np.concatenate(per_user).mean())
     rows = _timing_rows(len(items), np.random.default_rng(0))
-    candidates, candidate_bias = items[rows], None if bias is None else bias[rows]
+    candidates = Candidates(items[rows], None if bias is None else bias[rows], rows)
+    seen = seen_candidates(log.vocab.rows(inputs[0].item_ids))
     with one_core():
-        request_s = per_call_seconds(lambda: fused_scores(vectors[0], candidates, candidate_bias), timing)
+        request_s = per_call_seconds(
+            lambda: fused_scores(
+                vectors[0], candidates.vectors, candidate_bias(candidates.bias, seen_mask(rows, seen), score)
+            ),
+            timing,
+        )
     ms = 1000 * seconds / len(inputs)
     name = f"full history (last {length} events)"
     return _row(name, holdout, scores, len(inputs), tokens, ms, request_s)
+
+
+def _input_bias(log: SegmentedLog, bias: np.ndarray | None, events: SegmentInput, score: float | None):
+    """Per-candidate bias for scores of the full-history model: the seen-item score on its input."""
+    if score is None:
+        return bias
+    seen = np.zeros(len(log.vocab.items or ()), dtype=bool)
+    seen[seen_candidates(log.vocab.rows(events.item_ids))] = True
+    return candidate_bias(bias, seen, score)
 
 
 def _open_segment_row(
@@ -300,13 +373,17 @@ def _open_segment_row(
                 last_event_ms=max(segment.event_times_ms),
                 event_count=len(segment.item_ids),
                 vector=next(open_vectors),
+                item_ids=tuple(dict.fromkeys(segment.item_ids)),
             )
             segments = [newest, *segments[: k - 1]]
         with_open.append(segments or None)
     representations = _representations(encoder, with_open, k, half_life_ms)  # one batch, as the rows above
+    score = encoder.seen_item_score
     scores = [
-        popularity if rep is None else maxsim_scores(rep[0], rep[1], items, item_bias=bias)
-        for rep in representations
+        popularity
+        if rep is None
+        else maxsim_scores(rep[0], rep[1], items, item_bias=_state_bias(log, bias, segments, score))
+        for rep, segments in zip(representations, with_open, strict=True)
     ]
     users = sum(rep is not None for rep in representations)
     full, unseen = holdout.metrics(scores)
@@ -318,7 +395,7 @@ def _request_comparison(
     log: SegmentedLog,
     encoder: SegmentBatchEncoder,
     history: SegmentBatchEncoder | None,
-    sample: Representation,
+    sample: Sample,
     candidates: Candidates,
     timing: float,
 ) -> dict[str, float]:
@@ -332,16 +409,23 @@ def _request_comparison(
         reader = SegmentBatchEncoder(SegmentEncoder(config).eval(), log.vocab, device="cpu")
     events = log.history_input(long_user, positions[-1] + 1, 200)
     with one_core():
-        maxsim_s = per_call_seconds(lambda: maxsim_scores(sample[0], sample[1], *candidates), timing)
+        maxsim_s = per_call_seconds(
+            lambda: maxsim_scores(
+                sample.vectors, sample.weights, candidates.vectors, sample.bias(candidates)
+            ),
+            timing,
+        )
         attention_s = per_call_seconds(
-            lambda: attention_scores(sample[0], sample[1], candidates.vectors, item_bias=candidates.bias),
+            lambda: attention_scores(
+                sample.vectors, sample.weights, candidates.vectors, item_bias=sample.bias(candidates)
+            ),
             timing,
         )
         encode_s = per_call_seconds(lambda: reader.encode([events]), 5 * timing)
     return {
         "candidates": float(len(candidates.vectors)),
-        "segments_k": float(len(sample[0])),
-        "dim": float(sample[0].shape[1]),
+        "segments_k": float(len(sample.vectors)),
+        "dim": float(sample.vectors.shape[1]),
         "history_events": float(len(events.item_ids)),
         "maxsim_us": 1e6 * maxsim_s,
         "attention_us": 1e6 * attention_s,

@@ -379,6 +379,13 @@ class SegmentBatchEncoder:
         """Return the (n, dim) float32 embeddings candidates are scored with (OOV row for unknown ids)."""
         return self._item_table[self.vocab.rows(item_ids)]
 
+    @property
+    def seen_item_score(self) -> float | None:
+        """The learned score rankers add to candidates the representation's segments hold
+        (encoders.scoring.candidate_bias), or None if the model has none."""
+        score = self._model.seen_item_score()
+        return None if score is None else float(score.detach())
+
     def item_biases(self, item_ids: Sequence[str]) -> np.ndarray | None:
         """Return the (n,) float32 learned item biases rankers add to every score, or None if the
         model has none (config.item_bias off)."""

@@ -22,12 +22,17 @@ from encoders.context import SegmentContext
 from encoders.errors import EncoderError
 from schemas import ACTIONS
 
-__all__ = ["N_TIME_FEATURES", "SegmentEncoder", "SegmentEncoderConfig"]
+__all__ = ["N_TIME_FEATURES", "SEEN_ITEM_SCALE", "SegmentEncoder", "SegmentEncoderConfig"]
 
 # Per-event time features, computed by encoders.inference.segment_arrays: log1p seconds since the
 # segment's earliest event, signed log1p seconds since the previous event, signed log1p of the
 # weight (0 when absent), and 1/0 for whether a weight is present.
 N_TIME_FEATURES = 4
+
+# The seen-item score is learned as a multiple of a raw parameter so that it can reach scores of the
+# size of item biases and dot products (several units) within a run: AdamW moves a parameter by about
+# the learning rate per step, which would take a raw score thousands of steps to get there.
+SEEN_ITEM_SCALE = 10.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,10 @@ class SegmentEncoderConfig:
     # transformer blocks that read a user's newest segment vectors together when a representation is
     # built (encoders.context); 0: the representation carries the stored vectors as they are
     context_layers: int = 0
+    # a learned score that rankers add to every candidate the representation's own segments hold
+    # (the items the user just interacted with): negative where users rarely return to an item, as
+    # on MovieLens, positive where they do (re-orders, replays); see encoders.scoring
+    seen_item_score: bool = False
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -110,7 +119,7 @@ class SegmentEncoderConfig:
         return cls(**values)
 
 
-_LATER_FIELDS = ("context_layers",)
+_LATER_FIELDS = ("context_layers", "seen_item_score")
 _DEFAULTS = SegmentEncoderConfig()
 
 
@@ -232,6 +241,12 @@ class SegmentEncoder(nn.Module):
         self.item_bias = nn.Parameter(torch.zeros(config.n_item_buckets)) if config.item_bias else None
         # Not read by forward() either: run over a user's segment vectors when a representation is built.
         self.context = SegmentContext(config) if config.context_layers else None
+        # Not read by forward(): the seen-item score is SEEN_ITEM_SCALE times this (zero at the start).
+        self.seen_item_raw = nn.Parameter(torch.zeros(())) if config.seen_item_score else None
+
+    def seen_item_score(self) -> torch.Tensor | None:
+        """The score added to a candidate that the state's own segments hold, or None."""
+        return None if self.seen_item_raw is None else self.seen_item_raw * SEEN_ITEM_SCALE
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:

@@ -18,7 +18,13 @@ from torch.nn import functional as F
 
 from encoders.errors import EncoderError
 
-__all__ = ["AGGREGATORS", "Aggregator", "late_interaction_logits", "recency_log_weights"]
+__all__ = [
+    "AGGREGATORS",
+    "Aggregator",
+    "add_seen_item_score",
+    "late_interaction_logits",
+    "recency_log_weights",
+]
 
 Aggregator = Literal["maxsim", "attention", "fused"]
 AGGREGATORS: tuple[Aggregator, ...] = ("maxsim", "attention", "fused")
@@ -78,3 +84,16 @@ def _aggregate(
         attn = F.softmax(sims / temperature + log_weights.unsqueeze(-1), dim=1)  # (S, K, N), over segments
         return (attn * sims).sum(dim=1)  # (S, N)
     raise EncoderError(f"unknown aggregator {aggregator!r}; known: {', '.join(AGGREGATORS)}")
+
+
+def add_seen_item_score(
+    logits: torch.Tensor, seen: tuple[torch.Tensor, torch.Tensor], score: torch.Tensor
+) -> torch.Tensor:
+    """Add the learned seen-item score to logits[s, n] for every (state s, item n) pair in `seen`.
+
+    seen: (state rows, item columns), int64 tensors of equal length, each pair once: the items each
+    state's own segments hold. Differentiable in logits and score; a ranker does the same through
+    encoders.scoring.candidate_bias.
+    """
+    rows, columns = seen
+    return logits.index_put((rows, columns), score.to(logits.dtype).expand(rows.numel()), accumulate=True)

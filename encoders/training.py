@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from encoders.errors import EncoderError
 from encoders.metrics import rank_of_target, ranking_metrics
 from encoders.model import SegmentEncoder, SegmentEncoderConfig
-from encoders.objectives import Aggregator, late_interaction_logits
+from encoders.objectives import Aggregator, add_seen_item_score, late_interaction_logits
 from encoders.segmented_log import SegmentedLog
 from encoders.training_data import (
     FIRST_ITEM_ROW,
@@ -35,6 +35,8 @@ from encoders.training_data import (
     SegmentExamples,
     history_arrays,
     pad_arrays,
+    seen_candidates,
+    seen_pairs,
     state_tensors,
 )
 
@@ -88,6 +90,9 @@ class TrainingConfig:
     # (2 events per segment) test NDCG@10 0.0360 and 0.0476 with 2 layers against 0.0318 and 0.0318
     # without, seeds 0 and 1; see docs/quality.md
     context_layers: int = 2
+    # a learned score added to every candidate the state's own segments hold (for the history
+    # objective: its input events), as rankers add it (encoders.scoring.candidate_bias)
+    seen_item_score: bool = True
 
     @classmethod
     def quick(cls, **changes: Any) -> TrainingConfig:
@@ -107,6 +112,7 @@ class TrainingConfig:
             n_item_buckets=n_item_rows,
             item_bias=self.item_bias,
             context_layers=self.context_layers if self.objective == "segments" else 0,
+            seen_item_score=self.seen_item_score,
         )
 
 
@@ -322,16 +328,25 @@ class _Run:
         if self.model.context is not None:
             per_state = self.model.context(per_state, t.features, t.slots >= 0)
         config = self.config
-        return late_interaction_logits(
+        logits = late_interaction_logits(
             per_state, t.log_weights, self._items(), config.aggregator, config.temperature, self._item_bias()
         )
+        return self._with_seen_items(logits, t.seen)
 
     def _history_logits(self, samples: list[tuple[int, int]]) -> torch.Tensor:
         arrays = [history_arrays(self.log, u, p, self.model.config, self.log.vocab) for u, p in samples]
         vectors = self.model(*pad_arrays(arrays, self.device))  # (S, d)
         scores = vectors @ self._items().t()  # (S, d) @ (d, N) -> (S, N)
         bias = self._item_bias()
-        return scores if bias is None else scores + bias
+        logits = scores if bias is None else scores + bias
+        if self.model.seen_item_raw is None:
+            return logits
+        seen = seen_pairs([seen_candidates(rows) for rows, _, _ in arrays], self.device)
+        return self._with_seen_items(logits, seen)
+
+    def _with_seen_items(self, logits: torch.Tensor, seen: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        score = self.model.seen_item_score()
+        return logits if score is None else add_seen_item_score(logits, seen, score)
 
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:

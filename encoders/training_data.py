@@ -29,7 +29,15 @@ from encoders.objectives import recency_log_weights
 from encoders.segmented_log import SegmentedLog, UserState
 from encoders.vocab import ItemVocabulary
 
-__all__ = ["ScoredState", "SegmentExamples", "StateTensors", "pad_arrays", "state_tensors"]
+__all__ = [
+    "ScoredState",
+    "SegmentExamples",
+    "StateTensors",
+    "pad_arrays",
+    "seen_candidates",
+    "seen_pairs",
+    "state_tensors",
+]
 
 SegmentArrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rows (n,), actions (n,), features (n, 4))
 FIRST_ITEM_ROW = 2  # rows 0 and 1 are padding and out-of-vocabulary; candidates are the rows after
@@ -43,10 +51,18 @@ class ScoredState:
     log_weights: np.ndarray  # (K,) float32, -inf past the state's segments
     targets: np.ndarray  # (t,) int64 candidate indices (embedding row - FIRST_ITEM_ROW)
     features: np.ndarray  # (K, N_CONTEXT_FEATURES) float32, zeros past the state's segments
+    seen: np.ndarray  # (m,) int64 candidate indices of the items the state's segments hold, each once
+
+
+def seen_candidates(item_rows: np.ndarray) -> np.ndarray:
+    """Candidate indices of the in-vocabulary items among embedding rows, each once, sorted."""
+    rows = np.unique(np.asarray(item_rows, dtype=np.int64))
+    return rows[rows >= FIRST_ITEM_ROW] - FIRST_ITEM_ROW
 
 
 def scored_state(log: SegmentedLog, state: UserState, targets: Sequence[int], k: int, half_life_ms: float):
     segments = [log.segments[s] for s in state.segments]
+    held = [log.vocab.rows(s.events.item_ids) for s in segments]
     last_ms = [s.last_event_ms for s in segments]
     features = np.zeros((k, N_CONTEXT_FEATURES), dtype=np.float32)
     features[: len(segments)] = context_features(last_ms, [len(s.events.item_ids) for s in segments])
@@ -55,6 +71,7 @@ def scored_state(log: SegmentedLog, state: UserState, targets: Sequence[int], k:
         recency_log_weights(last_ms, half_life_ms, k),
         np.asarray(targets, dtype=np.int64) - FIRST_ITEM_ROW,
         features,
+        seen_candidates(np.concatenate(held)) if held else np.zeros(0, np.int64),
     )
 
 
@@ -120,6 +137,14 @@ class StateTensors(NamedTuple):
     slots: torch.Tensor  # (S, K) int64 index into their vectors, -1 past a state's end
     log_weights: torch.Tensor  # (S, K) float32
     features: torch.Tensor  # (S, K, N_CONTEXT_FEATURES) float32, for the context model
+    seen: tuple[torch.Tensor, torch.Tensor]  # (state rows, candidate columns) of the items each state holds
+
+
+def seen_pairs(seen: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, columns) index tensors pairing row i with each candidate index in seen[i]."""
+    rows = np.concatenate([np.full(len(s), i, dtype=np.int64) for i, s in enumerate(seen)])
+    columns = np.concatenate(seen).astype(np.int64, copy=False)
+    return torch.from_numpy(rows).to(device), torch.from_numpy(columns).to(device)
 
 
 def state_tensors(states: Sequence[ScoredState], device: torch.device) -> StateTensors:
@@ -136,6 +161,7 @@ def state_tensors(states: Sequence[ScoredState], device: torch.device) -> StateT
         torch.from_numpy(slots).to(device),
         torch.from_numpy(log_weights).to(device),
         torch.from_numpy(features).to(device),
+        seen_pairs([s.seen for s in states], device),
     )
 
 

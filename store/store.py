@@ -26,6 +26,12 @@ from store.vector_codec import VectorDtype, decode_vector, encode_vector
 __all__ = ["OutboxRecord", "RocksDBVectorStore", "StoreBatch", "StoredSegment"]
 
 _SEGMENT_META = struct.Struct("<qqi")  # window end, last event time (ms), event count
+# A segment vector value is meta + vector, or (since the seen-item score) meta + this marker + the
+# segment's item ids + vector. The marker is a byte no vector begins with (vector dtype tags start
+# at 1), so values written before item ids were stored still read, with no item ids.
+_ITEMS_MARKER = 0
+_ITEMS_HEADER = struct.Struct("<BI")  # marker, byte length of the item ids that follow
+_ID_LENGTH = struct.Struct("<I")
 _OFFSET = struct.Struct(">q")
 _OUTBOX_LENGTHS = struct.Struct(">HI")  # topic length, key length; the value is the rest
 
@@ -41,6 +47,7 @@ class StoredSegment:
     last_event_ms: int
     event_count: int
     vector: np.ndarray  # (dim,) float32, as stored (float16 stores round it)
+    item_ids: tuple[str, ...] = ()  # the segment's items, each once (empty when stored before they were)
 
     @property
     def segment_id(self) -> str:
@@ -76,7 +83,14 @@ class StoreBatch:
             model_version, segment.user_id, segment.window_start_ms, segment.ordinal
         )
         meta = _SEGMENT_META.pack(segment.window_end_ms, segment.last_event_ms, segment.event_count)
-        self._batch.put(key, meta + encode_vector(segment.vector, self._store.vector_dtype))
+        items = _encode_item_ids(segment.item_ids)
+        self._batch.put(
+            key,
+            meta
+            + _ITEMS_HEADER.pack(_ITEMS_MARKER, len(items))
+            + items
+            + encode_vector(segment.vector, self._store.vector_dtype),
+        )
 
     def put_representation(self, model_version: str, user_id: str, record: bytes) -> None:
         self._batch.put(keys.representation_key(model_version, user_id), record)
@@ -323,6 +337,13 @@ class RocksDBVectorStore:
 def _decode_segment(user_id: str, key: bytes, value: bytes) -> StoredSegment:
     window_start, ordinal = keys.parse_segment_suffix(key)
     window_end, last_event, count = _SEGMENT_META.unpack_from(value)
+    at = _SEGMENT_META.size
+    item_ids: tuple[str, ...] = ()
+    if value[at] == _ITEMS_MARKER:
+        _, length = _ITEMS_HEADER.unpack_from(value, at)
+        at += _ITEMS_HEADER.size
+        item_ids = _decode_item_ids(value[at : at + length])
+        at += length
     return StoredSegment(
         user_id=user_id,
         window_start_ms=window_start,
@@ -330,8 +351,27 @@ def _decode_segment(user_id: str, key: bytes, value: bytes) -> StoredSegment:
         ordinal=ordinal,
         last_event_ms=last_event,
         event_count=count,
-        vector=decode_vector(value[_SEGMENT_META.size :]),
+        vector=decode_vector(value[at:]),
+        item_ids=item_ids,
     )
+
+
+def _encode_item_ids(item_ids: tuple[str, ...]) -> bytes:
+    parts = []
+    for item in item_ids:
+        raw = item.encode()
+        parts.append(_ID_LENGTH.pack(len(raw)) + raw)
+    return b"".join(parts)
+
+
+def _decode_item_ids(data: bytes) -> tuple[str, ...]:
+    out, at = [], 0
+    while at < len(data):
+        (length,) = _ID_LENGTH.unpack_from(data, at)
+        at += _ID_LENGTH.size
+        out.append(data[at : at + length].decode())
+        at += length
+    return tuple(out)
 
 
 def _first_line(exc: BaseException) -> str:

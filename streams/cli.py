@@ -408,6 +408,11 @@ def bench(
     type=click.IntRange(0),
     help="Blocks that read a user's segment vectors together when a representation is built (default 2).",
 )
+@click.option(
+    "--seen-item-score/--no-seen-item-score",
+    default=None,
+    help="Learn a score for the items a representation's own segments hold (default on).",
+)
 @click.option("--seed", type=int, help="Seed of weights, dropout and shuffling (default 0).")
 @click.pass_context
 def train(ctx: click.Context, events_file: Path, out_dir: Path, quick: bool, **options: Any) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from encoders import maxsim_scores
+from encoders import candidate_bias, maxsim_scores, seen_mask
 from encoders.commands import train_checkpoint
 from encoders.training import TrainingConfig
 from store import RocksDBVectorStore
@@ -183,7 +183,9 @@ def _recommendations(settings: MsliSettings, data: _DataSet, encoder: Any, user_
     weights = np.array([s["weight"] for s in rep["segments"]], dtype=np.float32)
     seen = {e["item_id"] for e in data.events if e["user_id"] == user}
     items = sorted(set(data.catalogue.titles) or {e["item_id"] for e in data.events})
-    candidates, bias = encoder.item_vectors(items), encoder.item_biases(items)
+    candidates = encoder.item_vectors(items)
+    held = seen_mask(items, rep.get("seen_item_ids", ()))
+    bias = candidate_bias(encoder.item_biases(items), held, encoder.seen_item_score)
     scores = maxsim_scores(vectors, weights, candidates, item_bias=bias)
     order = [i for i in np.argsort(-scores, kind="stable") if items[i] not in seen][:10]
     latest = [e for e in data.events if e["user_id"] == user][-10:]

@@ -464,6 +464,7 @@ def _stored_segment(record: dict[str, Any], vector: np.ndarray) -> StoredSegment
         last_event_ms=max(e["event_time_ms"] for e in record["events"]),
         event_count=len(record["events"]),
         vector=vector,
+        item_ids=tuple(dict.fromkeys(e["item_id"] for e in record["events"])),
     )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from store import StoredSegment
 
-__all__ = ["fuse", "recency_weights", "representation_record"]
+__all__ = ["fuse", "recency_weights", "representation_record", "seen_item_ids"]
 
 
 def recency_weights(last_event_ms: Sequence[int], half_life_ms: float) -> np.ndarray:
@@ -64,4 +64,11 @@ def representation_record(
         ],
         "fused": np.asarray(fused, dtype="<f4").tobytes(),
         "updated_at_ms": max(s.last_event_ms for s in segments),
+        "seen_item_ids": seen_item_ids(segments),
     }
+
+
+def seen_item_ids(segments: Sequence[StoredSegment]) -> list[str]:
+    """The items the segments hold, each once, newest segment first: the candidates a ranker gives
+    the model's seen-item score (encoders.scoring.candidate_bias)."""
+    return list(dict.fromkeys(item for s in segments for item in s.item_ids))

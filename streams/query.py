@@ -69,6 +69,7 @@ def representation_json(record: dict[str, Any]) -> dict[str, Any]:
             for s in record["segments"]
         ],
         "fused": _vector(record["fused"]).tolist(),
+        "seen_item_ids": list(record.get("seen_item_ids", [])),
     }
 
 
@@ -85,6 +86,9 @@ def format_representation(record: dict[str, Any]) -> str:
         lines.append(f"{s['segment_id']:<32} {window:<20} {s['event_count']:>6} {s['weight']:>7.3f}")
     head = " ".join(f"{x:+.3f}" for x in fused[:6])
     lines.append(f"fused: [{head} ...]  norm {float(np.linalg.norm(fused)):.3f}")
+    seen = record.get("seen_item_ids", [])
+    shown = ", ".join(seen[:5]) + (" ..." if len(seen) > 5 else "")
+    lines.append(f"seen items: {len(seen)}" + (f" ({shown})" if seen else ""))
     return "\n".join(lines)
 
 

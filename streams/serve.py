@@ -34,7 +34,14 @@ from prometheus_client import (
     generate_latest,
 )
 
-from encoders import SegmentBatchEncoder, attention_scores, fused_scores, maxsim_scores
+from encoders import (
+    SegmentBatchEncoder,
+    attention_scores,
+    candidate_bias,
+    fused_scores,
+    maxsim_scores,
+    seen_mask,
+)
 from schemas import AvroCodec
 from store import RepresentationReader
 from streams.config import MsliSettings
@@ -156,7 +163,8 @@ class QueryService:
             )
         record = self._codec.decode(value)
         candidates = encoder.item_vectors(items)  # (N, d)
-        bias = encoder.item_biases(items)  # (N,), or None for a model without item biases
+        seen = seen_mask(items, record.get("seen_item_ids", ()))
+        bias = candidate_bias(encoder.item_biases(items), seen, encoder.seen_item_score)  # (N,) or None
         if method == "fused":
             scores = fused_scores(np.frombuffer(record["fused"], dtype="<f4"), candidates, item_bias=bias)
         else:

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from msli_processes import MSLI, msli_env
 
-from encoders import SegmentBatchEncoder, SegmentInput, maxsim_scores
+from encoders import SegmentBatchEncoder, SegmentEncoderConfig, SegmentInput, maxsim_scores
 from schemas import AvroCodec
 from store import RocksDBVectorStore, StoredSegment, ensure_promoted, quantize
 from streams.fuser import representation_record
@@ -24,8 +25,16 @@ TOKEN = "s3cret"
 USER = "user/with space"  # ids travel percent-encoded
 
 
-def build_store(path: Path) -> tuple[str, dict[str, Any]]:
-    encoder = SegmentBatchEncoder.untrained(seed=0, device="cpu")  # what `msli serve` loads by default
+def scoring_model(path: Path) -> SegmentBatchEncoder:
+    """The default model plus a seen-item score of -5, saved as the checkpoint `msli serve` loads."""
+    encoder = SegmentBatchEncoder.untrained(SegmentEncoderConfig(seen_item_score=True), seed=0, device="cpu")
+    with torch.no_grad():
+        encoder._model.seen_item_raw.fill_(-0.5)  # type: ignore[union-attr]
+    encoder.save(path)
+    return SegmentBatchEncoder.load(path, device="cpu")
+
+
+def build_store(path: Path, encoder: SegmentBatchEncoder) -> tuple[str, dict[str, Any]]:
     segments_in = [
         SegmentInput.from_events(
             [{"item_id": f"i{k}", "action": "click", "event_time_ms": 1000 * k} for k in range(j, j + 3)]
@@ -34,7 +43,16 @@ def build_store(path: Path) -> tuple[str, dict[str, Any]]:
     ]
     vectors = quantize(encoder.encode(segments_in), "float16")
     segments = [
-        StoredSegment(USER, 3_600_000 * w, 3_600_000 * (w + 1), 0, 3_600_000 * w + 60_000, 3, vectors[w])
+        StoredSegment(
+            USER,
+            3_600_000 * w,
+            3_600_000 * (w + 1),
+            0,
+            3_600_000 * w + 60_000,
+            3,
+            vectors[w],
+            tuple(segments_in[w].item_ids),
+        )
         for w in (2, 1, 0)  # newest first
     ]
     record = representation_record(USER, encoder.model_version, segments, 86_400_000.0)
@@ -48,8 +66,10 @@ def build_store(path: Path) -> tuple[str, dict[str, Any]]:
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
-    version, record = build_store(tmp_path / "state" / "store")
+    encoder = scoring_model(tmp_path / "model")
+    version, record = build_store(tmp_path / "state" / "store", encoder)
     env = msli_env(
+        MSLI_ENCODER_CHECKPOINT=str(tmp_path / "model"),
         MSLI_STATE_DIR=str(tmp_path / "state"),
         MSLI_API_TOKEN=TOKEN,
         MSLI_MAX_CANDIDATES="5",
@@ -102,11 +122,13 @@ def test_every_status(api: tuple[int, str, dict[str, Any]]) -> None:
     status, _, body = request(port, user_path + "/score?items=i1,i2,zzz")
     scores = json.loads(body)["scores"]
     segs = record["segments"]
+    assert record["seen_item_ids"] == ["i2", "i3", "i4", "i1", "i0"]  # newest segment first
     expected = maxsim_scores(
         np.stack([np.frombuffer(s["vector"], dtype="<f4") for s in segs]),
         np.array([s["weight"] for s in segs], dtype=np.float32),
         SegmentBatchEncoder.untrained(seed=0, device="cpu").item_vectors(["i1", "i2", "zzz"]),
     )
+    expected += np.array([-5.0, -5.0, 0.0], dtype=np.float32)  # the model's seen-item score on i1 and i2
     assert status == 200 and [s["item_id"] for s in scores] == ["i1", "i2", "zzz"]
     assert np.allclose([s["score"] for s in scores], expected, atol=1e-6)
     status, _, body = request(port, user_path + "/score?items=i1&method=fused")

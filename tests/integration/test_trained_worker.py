@@ -56,6 +56,8 @@ def test_worker_stamps_the_trained_version_and_refuses_another_catalogue(
                 time.sleep(1.0)
             assert rep is not None, (tmp_path / "worker.log").read_text()[-2000:]
             assert rep["model_version"] == trained.model_version and rep["dim"] == 16
+            user_items = {e["item_id"] for e in events if e["user_id"] == user}
+            assert rep["seen_item_ids"] and set(rep["seen_item_ids"]) <= user_items
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=60)
@@ -91,3 +93,6 @@ def assert_representations_read_segments_in_context(
     [expected] = trained.contextualize([ContextState.of(newest)], 16)
     assert np.array_equal(published, expected)
     assert not np.allclose(published, np.stack([s.vector for s in newest]))
+    # What rankers give the seen-item score: the stored segments' items, each once, newest first.
+    assert all(0 < len(s.item_ids) <= s.event_count for s in newest)
+    assert record["seen_item_ids"] == list(dict.fromkeys(i for s in newest for i in s.item_ids))

@@ -12,9 +12,11 @@ EXPECTED = {
     "SegmentInput",
     "attention_scores",
     "bucket_lengths",
+    "candidate_bias",
     "content_version",
     "fused_scores",
     "maxsim_scores",
+    "seen_mask",
 }
 
 

@@ -116,7 +116,13 @@ def test_checkpoint_records_closing_rules_vocabulary_and_training(events, tmp_pa
     np.testing.assert_array_equal(data["biases"], biases)
     export_items(tmp_path / "ckpt", tmp_path / "items.jsonl")
     lines = (tmp_path / "items.jsonl").read_text().splitlines()
-    assert json.loads(lines[0]) == {"model_version": version, "dim": 16, "items": count, "item_bias": True}
+    assert json.loads(lines[0]) == {
+        "model_version": version,
+        "dim": 16,
+        "items": count,
+        "item_bias": True,
+        "seen_item_score": loaded.seen_item_score,  # learned; these synthetic users do return to items
+    }
     first = json.loads(lines[1])
     np.testing.assert_allclose(first["vector"], loaded.item_vectors([first["item_id"]])[0])
     assert first["bias"] == pytest.approx(float(loaded.item_biases([first["item_id"]])[0]))  # type: ignore[index]

@@ -49,6 +49,7 @@ REPRESENTATION = {
     ],
     "fused": b"\x00" * 8,
     "updated_at_ms": 881_250_949_000,
+    "seen_item_ids": ["242", "302"],
 }
 
 
@@ -117,3 +118,25 @@ def test_record_that_does_not_fit_is_a_schema_error() -> None:
         AvroCodec("BehaviourEvent").encode({**EVENT, "action": "teleport"})
     with pytest.raises(SchemaError):
         AvroCodec("BehaviourEvent").encode({"user_id": "u"})
+
+
+def test_a_reader_on_the_schema_before_seen_item_ids_reads_new_representations() -> None:
+    """seen_item_ids was added last, with a default: readers built on the older schema read the
+    fields they know from new bytes, and new readers resolve old bytes to an empty list."""
+    import io
+
+    import fastavro
+
+    text = resources.files("schemas").joinpath("user_representation.avsc").read_text()
+    schema = json.loads(
+        text.replace('"logicalType": "timestamp-millis"', '"plain": true')
+    )  # ints, not datetimes
+    before = {**schema, "fields": [f for f in schema["fields"] if f["name"] != "seen_item_ids"]}
+    old, new = fastavro.parse_schema(before), fastavro.parse_schema(schema)
+    data = AvroCodec("UserRepresentation").encode(REPRESENTATION)
+    read_old = fastavro.schemaless_reader(io.BytesIO(data), old, None)
+    assert read_old == {k: v for k, v in REPRESENTATION.items() if k != "seen_item_ids"}
+    written_old = io.BytesIO()
+    fastavro.schemaless_writer(written_old, old, read_old)
+    resolved = fastavro.schemaless_reader(io.BytesIO(written_old.getvalue()), old, new)
+    assert resolved == {**read_old, "seen_item_ids": []}

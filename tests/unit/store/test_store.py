@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from store import RocksDBVectorStore, StoredSegment, StoreError, decode_vector, encode_vector, quantize
+from store import RocksDBVectorStore, StoredSegment, StoreError, decode_vector, encode_vector, keys, quantize
+from store.store import _SEGMENT_META
 
 MODEL = "m-test"
 
@@ -132,3 +133,19 @@ def test_pending_users_persist_with_their_write_until_cleared(tmp_path) -> None:
         batch.clear_pending("u1")
         store.write(batch)
         assert store.pending_users() == ["u2"]
+
+
+def test_segments_keep_their_item_ids_and_older_values_read_without_them(store: RocksDBVectorStore) -> None:
+    batch = store.batch()
+    items = ("film-1", "фильм-2", "")  # any text, the empty id too
+    with_items = StoredSegment("u", 100, 200, 0, 150, 3, np.arange(8, dtype=np.float32), items)
+    batch.put_segment_vector(MODEL, with_items)
+    store.write(batch)
+    (read,) = store.newest_segments(MODEL, "u", 4)
+    assert read.item_ids == items and np.array_equal(read.vector, with_items.vector)
+    # A value written before item ids were stored: meta + vector, nothing between them.
+    old = _SEGMENT_META.pack(300, 250, 2) + encode_vector(np.ones(8, np.float32), "float32")
+    store._db.put(keys.segment_vector_key(MODEL, "u", 200, 0), old)
+    newest = store.newest_segments(MODEL, "u", 4)
+    assert [s.item_ids for s in newest] == [(), items]
+    assert np.array_equal(newest[0].vector, np.ones(8, np.float32)) and newest[0].event_count == 2

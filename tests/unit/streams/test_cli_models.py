@@ -35,9 +35,8 @@ def checkpoints(events_file, tmp_path_factory) -> tuple[Path, Path]:
     tiny = ["--quick", "--epochs", "2", "--dim", "16"]
     context = ["--context-layers", "1", "--patience", "5"]
     assert run(["train", str(events_file), "--out", str(out / "segments"), *tiny, *context]) == 0
-    assert (
-        run(["train", str(events_file), "--out", str(out / "history"), "--objective", "history", *tiny]) == 0
-    )
+    history = ["--objective", "history", "--no-seen-item-score"]
+    assert run(["train", str(events_file), "--out", str(out / "history"), *history, *tiny]) == 0
     return out / "segments", out / "history"
 
 
@@ -47,9 +46,10 @@ def test_train_writes_a_checkpoint_with_the_closing_rules(checkpoints, monkeypat
     assert encoder.extra["closing"]["max_events"] == 32  # the settings' default closing rules
     assert encoder.extra["training"]["config"]["objective"] == "segments"
     assert encoder.extra["training"]["config"]["patience"] == 5 and encoder.has_context
-    assert (
-        SegmentBatchEncoder.load(history, device="cpu").extra["training"]["config"]["objective"] == "history"
-    )
+    assert encoder.seen_item_score is not None  # on by default
+    reference = SegmentBatchEncoder.load(history, device="cpu")
+    assert reference.extra["training"]["config"]["objective"] == "history"
+    assert reference.seen_item_score is None and not reference.extra["training"]["config"]["seen_item_score"]
 
 
 def test_evaluate_prints_the_table_and_json(events_file, checkpoints, capsys):

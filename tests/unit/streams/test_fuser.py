@@ -31,3 +31,11 @@ def test_fused_is_the_weighted_mean_and_the_record_encodes() -> None:
     codec = AvroCodec("UserRepresentation")
     assert codec.encode(record) == codec.encode(representation_record("u", "m-1", segments, half_life_ms=DAY))
     assert np.array_equal(np.frombuffer(codec.decode(codec.encode(record))["fused"], dtype="<f4"), fused)
+
+
+def test_seen_item_ids_hold_each_item_once_newest_segment_first() -> None:
+    older = StoredSegment("u", DAY, 2 * DAY, 0, DAY + 5, 3, np.ones(2, np.float32), ("a", "b", "a"))
+    newer = StoredSegment("u", 2 * DAY, 3 * DAY, 0, 2 * DAY + 5, 2, np.ones(2, np.float32), ("c", "a"))
+    record = representation_record("u", "m-1", [newer, older], half_life_ms=DAY)
+    assert record["seen_item_ids"] == ["c", "a", "b"]
+    assert AvroCodec("UserRepresentation").decode(AvroCodec("UserRepresentation").encode(record)) == record
