@@ -157,6 +157,8 @@ def evaluate(
             "segment_model": encoder.model_version,
             "context_layers": encoder.config.context_layers,
             "history_model": None if history is None else history.model_version,
+            "segment_seen_item_score": encoder.seen_item_score,
+            "history_seen_item_score": None if history is None else history.seen_item_score,
         },
     )
     on_stage("timing one request on one core")

@@ -79,6 +79,14 @@ class EvaluationReport:
                 f"layer{'s' if layers > 1 else ''}, run whenever a segment closes): tokens/ev and enc ms/ev "
                 "include that work."
             )
+        scores = [(name, s.get(f"{name}_seen_item_score")) for name in ("segment", "history")]
+        learned = [f"{name} model {score:+.2f}" for name, score in scores if score is not None]
+        if learned:
+            notes.append(
+                f"Seen-item score ({', '.join(learned)}): added to the items the model's own input holds "
+                "(a state's segments; the full-history row's input events), as rankers add it to "
+                "seen_item_ids; the timed requests include that step."
+            )
         errors = ", ".join(f"{r.name.split(' (')[0]} {r.all_items.ndcg_se:.4f}" for r in self.rows)
         notes.append(f"One standard error of NDCG@10 (all items ranked): {errors}.")
         history = next((r for r in self.rows if r.name.startswith("full history")), None)
