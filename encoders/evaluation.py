@@ -32,7 +32,7 @@ import numpy as np
 
 from encoders.costs import encode_seconds, one_core, per_call_seconds
 from encoders.errors import EncoderError
-from encoders.inference import ContextState, SegmentBatchEncoder, SegmentInput
+from encoders.inference import ContextState, SegmentBatchEncoder
 from encoders.metrics import RankingMetrics, rank_of_target, ranking_metrics
 from encoders.model import SegmentEncoder
 from encoders.quality_report import EvaluationReport, EvaluationRow
@@ -113,7 +113,7 @@ def evaluate(
         tokens, seconds = tokens + context_tokens, seconds + context_seconds
     states = [_stored_state(log, u, p, k, vectors) for u, p in holdout.events]
     representations = _representations(encoder, states, k, half_life_ms)
-    biases = [_state_bias(log, bias, st, encoder.seen_item_score) for st in states]
+    biases = [_seen_bias(log, bias, seen_item_ids(st or ()), encoder.seen_item_score) for st in states]
     full = next((i for i, r in enumerate(representations) if r is not None and len(r[0]) == k), None)
     sample = Sample(
         *(_random_representation(k, encoder.dim, rng) if full is None else representations[full]),  # type: ignore[misc]
@@ -206,15 +206,15 @@ def _seen_rows(log: SegmentedLog, segments: Sequence[StoredSegment] | None) -> n
     return seen_candidates(log.vocab.rows(seen_item_ids(segments or ())))
 
 
-def _state_bias(
-    log: SegmentedLog, bias: np.ndarray | None, segments: Sequence[StoredSegment] | None, score: float | None
+def _seen_bias(
+    log: SegmentedLog, bias: np.ndarray | None, item_ids: Sequence[str], score: float | None
 ) -> np.ndarray | None:
-    """Per-candidate bias for one state's scores: item biases plus the seen-item score, if any."""
-    if score is None or segments is None:
+    """Per-candidate bias over every item: item biases plus the seen-item score on `item_ids` (the
+    items the model's input holds), as a ranker computes it."""
+    if score is None:
         return bias
-    n = len(log.vocab.items or ())
-    seen = np.zeros(n, dtype=bool)
-    seen[_seen_rows(log, segments)] = True
+    seen = np.zeros(len(log.vocab.items or ()), dtype=bool)
+    seen[seen_candidates(log.vocab.rows(item_ids))] = True
     return candidate_bias(bias, seen, score)
 
 
@@ -317,7 +317,8 @@ def _history_row(
     items, bias = history.item_vectors(ids), history.item_biases(ids)
     score = history.seen_item_score
     scores = [
-        fused_scores(v, items, _input_bias(log, bias, h, score)) for v, h in zip(vectors, inputs, strict=True)
+        fused_scores(v, items, _seen_bias(log, bias, h.item_ids, score))
+        for v, h in zip(vectors, inputs, strict=True)
     ]
     # Re-encoding on every event: the event's own history, capped at `length`, for every event of the log.
     per_user = [np.minimum(np.arange(1, len(p) + 1), length) for p in log.user_positions]
@@ -335,15 +336,6 @@ def _history_row(
     ms = 1000 * seconds / len(inputs)
     name = f"full history (last {length} events)"
     return _row(name, holdout, scores, len(inputs), tokens, ms, request_s)
-
-
-def _input_bias(log: SegmentedLog, bias: np.ndarray | None, events: SegmentInput, score: float | None):
-    """Per-candidate bias for scores of the full-history model: the seen-item score on its input."""
-    if score is None:
-        return bias
-    seen = np.zeros(len(log.vocab.items or ()), dtype=bool)
-    seen[seen_candidates(log.vocab.rows(events.item_ids))] = True
-    return candidate_bias(bias, seen, score)
 
 
 def _open_segment_row(
@@ -384,7 +376,9 @@ def _open_segment_row(
     scores = [
         popularity
         if rep is None
-        else maxsim_scores(rep[0], rep[1], items, item_bias=_state_bias(log, bias, segments, score))
+        else maxsim_scores(
+            rep[0], rep[1], items, item_bias=_seen_bias(log, bias, seen_item_ids(segments or ()), score)
+        )
         for rep, segments in zip(representations, with_open, strict=True)
     ]
     users = sum(rep is not None for rep in representations)

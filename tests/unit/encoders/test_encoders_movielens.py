@@ -23,7 +23,8 @@ def test_quick_training_beats_popularity_on_movielens():
     if data_dir is None or not (data_dir / "ml-100k.inter").is_file():
         pytest.skip("MovieLens 100K not found (set MSLI_DATA_DIR)")
     log, _ = load_log(read_events(data_dir / "ml-100k.inter"), SegmentationConfig(max_events=4))
-    result = train(log, TrainingConfig(epochs=10, context_layers=0, seen_item_score=False), k=16, half_life_ms=7 * 86_400_000)
+    config = TrainingConfig(epochs=10, context_layers=0, seen_item_score=False)
+    result = train(log, config, k=16, half_life_ms=7 * 86_400_000)
     encoder = SegmentBatchEncoder(result.model, log.vocab, device="cpu")
     report = evaluate(log, encoder, None, k=16, half_life_ms=7 * 86_400_000, timing=0.01)
     rows = {r.name: r for r in report.rows}
