@@ -1,11 +1,12 @@
-"""The worker's wiring: a confluent-kafka segmenter (a child process, or a thread) and a faust
-encoder agent.
+"""The worker's wiring: a confluent-kafka segmenter (a child process, or a thread) and a
+confluent-kafka consumer of closed segments feeding the encoder stage (a thread), hosted by faust.
 
-Raw events are many and small, so the segmenter reads them in big batches with confluent-kafka;
-closed segments are few and costly to encode, so a faust agent takes them in micro-batches. Both
-run under one faust worker; either failing stops the worker with a non-zero status. The segmenter
-can run in a process of its own (`streams/segmenter_process.py`, `MSLI_SEGMENTER_PROCESS`), so the
-two use two cores.
+Raw events are many and small, so the segmenter reads them in big batches; closed segments are few
+and costly to encode, so the segment consumer hands them to the encoder stage in micro-batches
+(`streams/segment_consumer.py`). faust's worker hosts both as services (signals, start and stop
+order, the monitor task) and reads or writes no Kafka itself; either failing stops the worker with
+a non-zero status. The segmenter can run in a process of its own
+(`streams/segmenter_process.py`, `MSLI_SEGMENTER_PROCESS`), so the two use two cores.
 """
 
 from __future__ import annotations
@@ -14,36 +15,34 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
 import torch
 from confluent_kafka import Consumer
+from faust.app import BootStrategy
 from mode import Service
 
 from encoders import SegmentBatchEncoder
 from store import RocksDBVectorStore, ensure_promoted
 from streams.config import MsliSettings, torch_threads
 from streams.encoder_fit import EncoderFitError, check_encoder_fits
-from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig
+from streams.encoder_stage import EncoderStage, StageConfig
 from streams.errors import DeliveryError
-from streams.kafka_auth import faust_credentials
 from streams.log_end import log_end_offsets
 from streams.metrics import WorkerMetrics
 from streams.model_upgrade import backfill_new_version
 from streams.operations import WorkerOperations
 from streams.publisher import KafkaPublisher, producer_config
+from streams.segment_consumer import SegmentConsumer
 from streams.segment_reader import read_partition_range
 from streams.segmenter import Segmenter
 from streams.segmenter_process import SegmenterProcess
-from streams.topics import closable_at_ms, ensure_topics
+from streams.topics import ensure_topics
 
 __all__ = ["WorkerRuntime", "load_encoder", "run_worker", "torch_threads"]
 
 log = logging.getLogger(__name__)
-
-OUTBOX_SETTLE_SECONDS = 0.5  # how often an idle worker forgets acknowledged outbox records
 
 
 def load_encoder(settings: MsliSettings) -> SegmentBatchEncoder:
@@ -71,7 +70,7 @@ class WorkerRuntime:
             raise
         # A new store serves the first model it gets; later checkpoints wait for `msli store promote`.
         ensure_promoted(self.store, self.encoder.model_version)
-        self.owned_segment_partitions: set[int] = set()  # closed-segments partitions faust assigned
+        self.owned_segment_partitions: set[int] = set()  # closed-segments partitions caught up here
         self.metrics = WorkerMetrics(self)
         self.stage = EncoderStage(
             self.store,
@@ -93,7 +92,7 @@ class WorkerRuntime:
         self.segmenter: Segmenter | SegmenterProcess = (
             SegmenterProcess(settings) if settings.segmenter_process else Segmenter(settings)
         )
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msli-encoder")
+        self.segment_consumer = SegmentConsumer(settings, self.stage)
         self.error: BaseException | None = None
         self.request_stop: Callable[[], None] = lambda: None  # set by run_worker; call on the loop thread
         self._log_ends = Consumer(
@@ -133,7 +132,7 @@ class WorkerRuntime:
         """Release each part even if another fails (a full disk fails the store's close as well);
         a failure here becomes the worker's error unless it already has one."""
         parts = (
-            lambda: self.executor.shutdown(wait=True),
+            self.segment_consumer.close,  # waits for a micro-batch in hand
             self._log_ends.close,
             self._drain_outbox,
             self.stage.publisher.close,
@@ -151,6 +150,22 @@ class WorkerRuntime:
             self.stage.drain(timeout=10)
         except DeliveryError as exc:
             log.warning("stopping with representations unacknowledged (the next start sends them): %s", exc)
+
+
+def run_in_thread(runtime: WorkerRuntime, target: Callable[[], None], name: str) -> threading.Thread:
+    """Start `target` in a daemon thread; if it raises, the worker stops with that error."""
+    loop = asyncio.get_running_loop()
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:
+            runtime.fail(exc)
+            loop.call_soon_threadsafe(runtime.request_stop)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 class SegmenterService(Service):
@@ -179,16 +194,7 @@ class SegmenterService(Service):
                 self.runtime.fail(exc)
                 loop.call_soon(self.runtime.request_stop)
             return
-
-        def run() -> None:
-            try:
-                segmenter.run()
-            except BaseException as exc:
-                self.runtime.fail(exc)
-                loop.call_soon_threadsafe(self.runtime.request_stop)
-
-        self._thread = threading.Thread(target=run, name="msli-segmenter", daemon=True)
-        self._thread.start()
+        self._thread = run_in_thread(self.runtime, segmenter.run, "msli-segmenter")
 
     async def on_stop(self) -> None:
         segmenter = self.runtime.segmenter
@@ -199,87 +205,43 @@ class SegmenterService(Service):
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
 
-def build_app(
-    runtime: WorkerRuntime, on_segments_assigned: Callable[[list[int]], None] = lambda _: None
-) -> faust.App:
-    settings = runtime.settings
-    app = faust.App(
+class SegmentConsumerService(Service):
+    """Runs the closed-segments consumer, and with it the encoder stage, in a thread for the
+    lifetime of the worker. Its failure stops the worker; stopping finishes the micro-batch in hand."""
+
+    def __init__(self, runtime: WorkerRuntime, **kwargs: Any) -> None:
+        self.runtime = runtime
+        self._thread: threading.Thread | None = None
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        self._thread = run_in_thread(self.runtime, self.runtime.segment_consumer.run, "msli-encoder")
+
+    async def on_stop(self) -> None:
+        self.runtime.segment_consumer.stop()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+
+class _HostOnly(BootStrategy):
+    """faust starts no Kafka client, table or web server of its own: the services do the I/O."""
+
+    enable_kafka = False
+    enable_web = False
+
+
+class _HostApp(faust.App):
+    BootStrategy = _HostOnly
+
+
+def build_app(settings: MsliSettings) -> faust.App:
+    """The faust app that hosts the worker's services (and the monitor task, if any)."""
+    return _HostApp(
         f"{settings.group_id}-encoder",
-        broker=[f"kafka://{server}" for server in (settings.bootstrap_servers or "").split(",")],
         datadir=str(settings.state_dir / "faust"),
         store="memory://",
         web_enabled=False,
-        broker_session_timeout=settings.session_timeout_seconds,
-        broker_heartbeat_interval=max(0.5, settings.session_timeout_seconds / 3),
-        consumer_auto_offset_reset="earliest",
-        topic_partitions=settings.topic_partitions,
-        producer_partitioner=None,
-        broker_credentials=faust_credentials(settings.kafka),
     )
-    segments = app.topic(settings.segments_topic, key_serializer="raw", value_serializer="raw")
-    loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
-    pending: set[asyncio.Future] = set()  # keeps background tasks referenced until done
-    settling: set[asyncio.Future] = set()  # the outbox settle in flight, if any
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
-        assigned = args[0]  # the set of TopicPartitions faust assigned (all topics)
-        owned = [tp.partition for tp in assigned if tp.topic == settings.segments_topic]
-
-        async def catch_up() -> None:  # in the background: a rebalance must not wait for restores
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    runtime.executor, on_segments_assigned, owned
-                )
-            except Exception as exc:
-                runtime.fail(exc)
-                runtime.request_stop()
-
-        pending.add(task := asyncio.ensure_future(catch_up()))
-        task.add_done_callback(pending.discard)
-
-    @app.timer(interval=OUTBOX_SETTLE_SECONDS)
-    async def settle_outbox() -> None:  # between micro-batches they do it; an idle worker needs this
-        # In the background, and never twice: behind a busy stage's micro-batch a settle waits
-        # (and is not needed), and a timer that awaited it would overrun its interval.
-        if any(not f.done() for f in settling):
-            return
-
-        async def settle() -> None:
-            try:
-                await asyncio.get_running_loop().run_in_executor(runtime.executor, runtime.stage.settle)
-            except Exception as exc:
-                runtime.fail(exc)
-                runtime.request_stop()
-
-        settling.add(task := asyncio.ensure_future(settle()))
-        task.add_done_callback(settling.discard)
-
-    @app.agent(segments, name="encode-segments")
-    async def encode_segments(stream: faust.StreamT) -> None:
-        loop = loop_holder.setdefault("loop", asyncio.get_running_loop())
-        async for events in stream.take_events(  # type: ignore[attr-defined]  # missing from StreamT
-            settings.encode_batch_size, within=settings.encode_batch_seconds
-        ):
-            records = [
-                SourceRecord(
-                    m.partition, m.offset, m.value, key=m.key, closable_at_ms=closable_at_ms(m.headers)
-                )
-                for m in (e.message for e in events)
-            ]
-            try:
-                await loop.run_in_executor(runtime.executor, runtime.stage.process, records)
-            except Exception as exc:
-                # take_events acks the batch when we leave it, whatever happened, and faust would
-                # commit those offsets. Marked acked here, faust's ack skips them: nothing that was
-                # not stored gets committed.
-                for event in events:
-                    event.message.acked = True
-                runtime.fail(exc)
-                runtime.request_stop()
-                return
-
-    return app
 
 
 def run_worker(runtime: WorkerRuntime, monitor: Callable[[faust.App], Awaitable[None]] | None = None) -> None:
@@ -291,10 +253,12 @@ def run_worker(runtime: WorkerRuntime, monitor: Callable[[faust.App], Awaitable[
     backfill_new_version(runtime.stage, runtime.settings.segments_topic)
     operations = WorkerOperations(runtime.settings, runtime.metrics)
     operations.start()
-    app = build_app(runtime, operations.on_segments_assigned)
+    runtime.segment_consumer.on_assigned = operations.on_segments_assigned
+    app = build_app(runtime.settings)
     worker = faust.Worker(
         app,
         SegmenterService(runtime),
+        SegmentConsumerService(runtime),
         loglevel="WARN",
         quiet=True,
         override_logging=False,

@@ -1,4 +1,4 @@
-"""End-to-end and freshness rows: the real worker (segmenter process + faust encoder agent) in a child.
+"""End-to-end and freshness rows: the real worker (segmenter + closed-segments consumer) in a child.
 
 Phase 1 (end to end): the worker starts on the pre-loaded topic; the clock runs from its
 segmenter's assignment until every event is read and every representation is stored (which

@@ -116,7 +116,8 @@ class _Window:
 
 
 class EncoderStage:
-    """Sync and single-threaded: the faust agent runs `process` in an executor thread."""
+    """Sync and single-threaded: the closed-segments consumer (streams/segment_consumer.py) runs it
+    on its own thread."""
 
     def __init__(
         self,

@@ -48,9 +48,10 @@ class WorkerOperations:
                 publish_control(self.settings, {PROMOTED: current})
 
     def on_segments_assigned(self, partitions: Iterable[int]) -> None:
-        """faust gave this worker closed-segments partitions. Runs on the encoder's thread: first
-        bring partitions new to this process up to date (a partition that moved here may get no
-        new record for a long time), then route their users' queries here."""
+        """The group gave this worker closed-segments partitions (all it owns now). Runs on the
+        encoder's thread, before any of their records is processed: first bring partitions new to
+        this process up to date (a partition that moved here may get no new record for a long
+        time), then route their users' queries here."""
         runtime = self.metrics.runtime
         owned = set(partitions)
         new = sorted(owned - runtime.owned_segment_partitions)

@@ -2,7 +2,7 @@
 
 Producers partition by librdkafka's `murmur2_random` (Java-compatible murmur2), so a user's
 partition is murmur2(user_id) % partitions on every topic keyed by user id. Each worker advertises
-(partition -> URL of its API) on the control topic when faust assigns it partitions; an API
+(partition -> URL of its API) on the control topic when the group assigns it partitions; an API
 process that gets a query for a partition another worker owns redirects there (307).
 """
 

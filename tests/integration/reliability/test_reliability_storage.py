@@ -99,7 +99,7 @@ def test_a_full_disk_stops_the_worker_without_committing_what_it_did_not_store(
             worker = pipeline.start_worker("w", state_dir)
         else:  # no permission to mount: cap the size of any file the worker writes (EFBIG, not ENOSPC)
             worker = pipeline.start_worker("w", state_dir, preexec_fn=lambda: _limit_file_size(1_500_000))
-        # Events arrive after the worker joined, so they pass through faust's agent, which commits.
+        # Events arrive after the worker joined, so they pass through its segment consumer, which commits.
         pipeline.wait_assigned(worker)
         for k in range(0, len(events), 500):
             if not worker.alive:
@@ -112,7 +112,7 @@ def test_a_full_disk_stops_the_worker_without_committing_what_it_did_not_store(
         assert re.match(r"msli: cannot write store at .*(No space left on device|File too large)", output[-1])
         assert "Traceback" not in worker.log()
 
-        # faust commits what the agent acknowledged: never past what the store holds.
+        # The segment consumer commits what the stage stored: never past what the store holds.
         applied = pipeline.applied(state_dir)
         offsets = committed(pipeline, f"{pipeline.group}-encoder")
         assert all(offsets[p] <= applied[p] + 1 for p in offsets), (offsets, applied)
