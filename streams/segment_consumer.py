@@ -8,8 +8,9 @@ long as the whole encoder stage did (docs/performance.md, third and fourth round
 hands over a batch in one call and waits without the lock.
 
 Group: `<group id>-encoder`, the group faust's agent used, so the offsets it committed carry over.
-(A faust-based worker and this one cannot share the group at the same moment: their assignment
-protocols differ, and the broker refuses the second one. Stop old workers before starting new.)
+(A faust-based worker and this one cannot be in the group at the same moment: faust's assignor is
+"faust", librdkafka's are range and roundrobin, and Kafka refuses a member that shares no
+assignment protocol with the group. Stop old workers before starting new ones.)
 
 Rebalances: librdkafka runs the callbacks inside `consume()`, on this thread, so a micro-batch in
 hand is always stored before its partitions are given up, and nothing is processed while one runs.
@@ -18,7 +19,8 @@ its log end) and their queries routed here (`on_assigned`, see streams/operation
 partition is read from the store's applied offset + 1. A partition the store has never applied
 starts at the group's committed offset, else at the earliest record, as faust's consumer did
 (committed offsets, auto.offset.reset=earliest). Offsets are committed after the store write,
-without waiting: they serve lag tools; the store's applied offsets are the truth (a redelivered
+every `commit_interval_seconds` without waiting, and when partitions go or the consumer stops:
+they serve lag tools; the store's applied offsets are the truth (a redelivered
 record is skipped), so a lost commit costs a re-read, nothing else.
 """
 
@@ -74,7 +76,10 @@ class SegmentConsumer:
         )
         self.owned: set[int] = set()  # partitions assigned to this member now
         self.assigned = threading.Event()  # set once the group has given this member partitions
-        self._positions: dict[int, int] = {}  # next offset per partition, once its records are stored
+        # Next offset per partition past the records this member stored since it was assigned it:
+        # what it commits (never a position it only read from its store, which may lag the group's).
+        self._positions: dict[int, int] = {}
+        self._committed_at = time.monotonic()
         self._stop = threading.Event()
         self._idle = threading.Event()  # set while `run()` is not running
         self._idle.set()
@@ -151,14 +156,16 @@ class SegmentConsumer:
         return records
 
     def _stored(self, records: list[SourceRecord]) -> None:
-        """The store holds `records` now: move the positions past them and commit (for lag tools)."""
+        """The store holds `records` now: move the positions past them, and now and then commit."""
         positions = self._positions
         for record in records:
             if record.offset >= positions.get(record.partition, 0):
                 positions[record.partition] = record.offset + 1
-        self._commit({p: positions[p] for p in {r.partition for r in records}}, asynchronous=True)
+        if time.monotonic() - self._committed_at >= self.settings.commit_interval_seconds:
+            self._commit(positions, asynchronous=True)
 
     def _commit(self, positions: dict[int, int], *, asynchronous: bool) -> None:
+        self._committed_at = time.monotonic()
         if not positions:
             return
         offsets = [TopicPartition(self.topic, p, offset) for p, offset in positions.items()]
@@ -185,7 +192,6 @@ class SegmentConsumer:
             applied = stage.store.applied_offset(stage.encoder.model_version, self.topic, tp.partition)
             if applied >= 0:  # else the group's committed offset, else the earliest record
                 tp.offset = applied + 1
-                self._positions[tp.partition] = applied + 1
         consumer.assign(partitions)
         self.owned = set(owned)
         # Not "assigned ...": tests and operators read that word as the segmenter's group join.
