@@ -137,7 +137,7 @@ def test_pending_users_persist_with_their_write_until_cleared(tmp_path) -> None:
 
 def test_segments_keep_their_item_ids_and_older_values_read_without_them(store: RocksDBVectorStore) -> None:
     batch = store.batch()
-    items = ("film-1", "фильм-2", "")  # any text, the empty id too
+    items = ("film-1", "фильм-2", "x" * 70_000)  # any text, of any length
     with_items = StoredSegment("u", 100, 200, 0, 150, 3, np.arange(8, dtype=np.float32), items)
     batch.put_segment_vector(MODEL, with_items)
     store.write(batch)
@@ -149,3 +149,10 @@ def test_segments_keep_their_item_ids_and_older_values_read_without_them(store: 
     newest = store.newest_segments(MODEL, "u", 4)
     assert [s.item_ids for s in newest] == [(), items]
     assert np.array_equal(newest[0].vector, np.ones(8, np.float32)) and newest[0].event_count == 2
+    # Ids the segmenter dead-letters (empty, or holding a NUL) are left out, not stored ambiguously.
+    batch = store.batch()
+    batch.put_segment_vector(
+        MODEL, StoredSegment("v", 1, 2, 0, 1, 3, np.ones(8, np.float32), ("a", "", "b\x00c"))
+    )
+    store.write(batch)
+    assert store.newest_segments(MODEL, "v", 1)[0].item_ids == ("a",)
