@@ -5,9 +5,11 @@ store closed, the producer flushed). At interpreter exit Python still joins ever
 (concurrent.futures' workers among them), and one that a library left blocked holds the process
 open for good: a supervisor then sees a live worker that does nothing. That happened once in the
 full-disk test: the one-line error was printed and the process ran on for 300 s. So the exit gets
-a deadline. The thread, named by this module's log line since: "Thread-1", faust's consumer
-thread (mode's WorkerThread, which is not a daemon). After a fatal error, whose one line must stay
-the last thing the worker prints, the process ends at once instead (`end_if_released`).
+a deadline. The thread, named by this module's log line since, was "Thread-1": the consumer thread
+of faust's own Kafka client (mode's WorkerThread, not a daemon), which the worker no longer starts
+(streams/segment_consumer.py); the deadline stays for any other library thread. After a fatal
+error, whose one line must stay the last thing the worker prints, the process ends at once instead
+(`end_if_released`).
 """
 
 from __future__ import annotations

@@ -33,10 +33,6 @@ class OutboxSender:
         self._sent: deque[OutboxRecord] = deque()
         self._delivered: set[int] = set()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._sent)
-
     def send(self, records: list[OutboxRecord]) -> None:
         if records and len(self._sent) + len(records) > self.max_in_flight:
             self.publisher.flush()

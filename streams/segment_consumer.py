@@ -75,7 +75,6 @@ class SegmentConsumer:
             }
         )
         self.owned: set[int] = set()  # partitions assigned to this member now
-        self.assigned = threading.Event()  # set once the group has given this member partitions
         # Next offset per partition past the records this member stored since it was assigned it:
         # what it commits (never a position it only read from its store, which may lag the group's).
         self._positions: dict[int, int] = {}
@@ -201,7 +200,6 @@ class SegmentConsumer:
             ",".join(map(str, owned)),
             time.monotonic() - started,
         )
-        self.assigned.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = {tp.partition for tp in partitions}
