@@ -117,7 +117,7 @@ def evaluate(
     full = next((i for i, r in enumerate(representations) if r is not None and len(r[0]) == k), None)
     sample = Sample(
         *(_random_representation(k, encoder.dim, rng) if full is None else representations[full]),  # type: ignore[misc]
-        seen=np.zeros(0, np.int64) if full is None else _seen_rows(log, states[full]),
+        seen=np.zeros(0, np.int64) if full is None else _seen_rows(log, seen_item_ids(states[full] or ())),
         seen_item_score=encoder.seen_item_score,
     )
     for name, score in _SCORERS.items():
@@ -182,6 +182,11 @@ class Candidates(NamedTuple):
     bias: np.ndarray | None
     rows: np.ndarray
 
+    def request_bias(self, seen: np.ndarray, score: float | None) -> np.ndarray | None:
+        """What a ranker adds per candidate in a request: item biases plus the seen-item score on
+        the candidates among `seen` (item rows); part of every timed request."""
+        return candidate_bias(self.bias, seen_mask(self.rows, seen), score)
+
 
 class Sample(NamedTuple):
     """The representation a timed request scores, with the item rows its segments hold."""
@@ -197,13 +202,12 @@ class Sample(NamedTuple):
         return self.vectors, self.weights, self.fused
 
     def bias(self, candidates: Candidates) -> np.ndarray | None:
-        """What a ranker adds per candidate: item biases and the seen-item score (part of the request)."""
-        return candidate_bias(candidates.bias, seen_mask(candidates.rows, self.seen), self.seen_item_score)
+        return candidates.request_bias(self.seen, self.seen_item_score)
 
 
-def _seen_rows(log: SegmentedLog, segments: Sequence[StoredSegment] | None) -> np.ndarray:
-    """Candidate indices of the items the segments hold."""
-    return seen_candidates(log.vocab.rows(seen_item_ids(segments or ())))
+def _seen_rows(log: SegmentedLog, item_ids: Sequence[str]) -> np.ndarray:
+    """Candidate indices of the in-vocabulary items among `item_ids`, each once."""
+    return seen_candidates(log.vocab.rows(item_ids))
 
 
 def _seen_bias(
@@ -214,7 +218,7 @@ def _seen_bias(
     if score is None:
         return bias
     seen = np.zeros(len(log.vocab.items or ()), dtype=bool)
-    seen[seen_candidates(log.vocab.rows(item_ids))] = True
+    seen[_seen_rows(log, item_ids)] = True
     return candidate_bias(bias, seen, score)
 
 
@@ -325,13 +329,10 @@ def _history_row(
     tokens = float(np.concatenate(per_user).mean())
     rows = _timing_rows(len(items), np.random.default_rng(0))
     candidates = Candidates(items[rows], None if bias is None else bias[rows], rows)
-    seen = seen_candidates(log.vocab.rows(inputs[0].item_ids))
+    seen = _seen_rows(log, inputs[0].item_ids)
     with one_core():
         request_s = per_call_seconds(
-            lambda: fused_scores(
-                vectors[0], candidates.vectors, candidate_bias(candidates.bias, seen_mask(rows, seen), score)
-            ),
-            timing,
+            lambda: fused_scores(vectors[0], candidates.vectors, candidates.request_bias(seen, score)), timing
         )
     ms = 1000 * seconds / len(inputs)
     name = f"full history (last {length} events)"

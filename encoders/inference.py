@@ -45,6 +45,7 @@ from encoders.checkpoint import content_version, read_checkpoint, write_checkpoi
 from encoders.context import N_CONTEXT_FEATURES, context_features
 from encoders.errors import EncoderError
 from encoders.model import N_TIME_FEATURES, SegmentEncoder, SegmentEncoderConfig
+from encoders.scoring import candidate_bias, seen_mask
 from encoders.vocab import ItemVocabulary
 from schemas import ACTIONS
 
@@ -385,6 +386,12 @@ class SegmentBatchEncoder:
         (encoders.scoring.candidate_bias), or None if the model has none."""
         score = self._model.seen_item_score()
         return None if score is None else float(score.detach())
+
+    def candidate_biases(self, item_ids: Sequence[str], seen_item_ids: Iterable[str]) -> np.ndarray | None:
+        """What a ranker adds to each candidate's late-interaction score, (n,) or None: the item's
+        learned bias, plus the seen-item score where a representation's seen_item_ids hold it."""
+        held = seen_mask(item_ids, seen_item_ids)
+        return candidate_bias(self.item_biases(item_ids), held, self.seen_item_score)
 
     def item_biases(self, item_ids: Sequence[str]) -> np.ndarray | None:
         """Return the (n,) float32 learned item biases rankers add to every score, or None if the

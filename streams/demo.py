@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from encoders import candidate_bias, maxsim_scores, seen_mask
+from encoders import maxsim_scores
 from encoders.commands import train_checkpoint
 from encoders.training import TrainingConfig
 from store import RocksDBVectorStore
@@ -184,8 +184,7 @@ def _recommendations(settings: MsliSettings, data: _DataSet, encoder: Any, user_
     seen = {e["item_id"] for e in data.events if e["user_id"] == user}
     items = sorted(set(data.catalogue.titles) or {e["item_id"] for e in data.events})
     candidates = encoder.item_vectors(items)
-    held = seen_mask(items, rep.get("seen_item_ids", ()))
-    bias = candidate_bias(encoder.item_biases(items), held, encoder.seen_item_score)
+    bias = encoder.candidate_biases(items, rep.get("seen_item_ids", ()))
     scores = maxsim_scores(vectors, weights, candidates, item_bias=bias)
     order = [i for i in np.argsort(-scores, kind="stable") if items[i] not in seen][:10]
     latest = [e for e in data.events if e["user_id"] == user][-10:]

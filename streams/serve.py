@@ -37,10 +37,8 @@ from prometheus_client import (
 from encoders import (
     SegmentBatchEncoder,
     attention_scores,
-    candidate_bias,
     fused_scores,
     maxsim_scores,
-    seen_mask,
 )
 from schemas import AvroCodec
 from store import RepresentationReader
@@ -163,8 +161,7 @@ class QueryService:
             )
         record = self._codec.decode(value)
         candidates = encoder.item_vectors(items)  # (N, d)
-        seen = seen_mask(items, record.get("seen_item_ids", ()))
-        bias = candidate_bias(encoder.item_biases(items), seen, encoder.seen_item_score)  # (N,) or None
+        bias = encoder.candidate_biases(items, record.get("seen_item_ids", ()))  # (N,) or None
         if method == "fused":
             scores = fused_scores(np.frombuffer(record["fused"], dtype="<f4"), candidates, item_bias=bias)
         else:
