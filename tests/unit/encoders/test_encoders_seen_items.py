@@ -45,6 +45,24 @@ def test_seen_mask_marks_the_same_candidates_from_ids_and_from_rows():
     assert not seen_mask(rows, np.zeros(0, np.int64)).any()
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint32])
+def test_seen_mask_over_rows_takes_its_table_and_its_search_alike(dtype):
+    # Seen rows in the middle of the table: candidates below, at both ends of, inside and above
+    # their span; a repeated seen row; then a span too wide for a table (the sorted search).
+    seen = np.array([40, 47, 44, 47, 52], dtype)
+    rows = np.arange(0, 70, dtype=dtype)
+    want = np.isin(rows.astype(np.int64), seen.astype(np.int64))
+    assert np.array_equal(seen_mask(rows, seen), want)
+    assert seen_mask(rows, seen).tolist()[38:54] == [r in (40, 44, 47, 52) for r in range(38, 54)]
+    wide = np.array([3, 1 << 20, 17], dtype)
+    candidates = np.array([0, 3, 17, 18, 1 << 20, (1 << 20) + 1, 5], dtype)
+    assert seen_mask(candidates, wide).tolist() == [False, True, True, False, True, False, False]
+
+
+def test_seen_mask_with_float_seen_values_compares_values():
+    assert seen_mask(np.array([1, 2, 3]), np.array([2.0, 2.5])).tolist() == [False, True, False]
+
+
 def test_candidate_bias_adds_the_score_to_seen_candidates_only():
     bias = np.array([0.5, -1.0, 2.0], np.float32)
     seen = np.array([False, True, True])
