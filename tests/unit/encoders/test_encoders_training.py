@@ -91,6 +91,7 @@ def test_trained_model_beats_popularity_on_held_out_events(log, trained):
         assert rows[name].all_items.ndcg > 2 * popularity, name
     assert rows["segments · MaxSim"].tokens_per_event == pytest.approx(1.0)  # each event encoded once
     assert report.request["maxsim_us"] > 0 and report.request["candidates"] == 1000
+    assert report.request["gather_us"] > 0
 
 
 def test_checkpoint_records_closing_rules_vocabulary_and_training(events, tmp_path):
