@@ -379,7 +379,7 @@ class SegmentBatchEncoder:
     def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray:
         """Return the (n, dim) float32 embeddings candidates are scored with (OOV row for unknown ids).
 
-        np.take, not fancy indexing: 1,000 rows of a (1682, 64) table in 6.9 against 17.8 us."""
+        np.take, not fancy indexing: 1,000 rows of a (1682, 64) table in 7.2 against 15.0 us."""
         return np.take(self._item_table, self.vocab.rows(item_ids), axis=0)
 
     @property

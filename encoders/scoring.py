@@ -28,6 +28,11 @@ MovieLens, where nobody rates a film twice, it learns a large negative score: th
 watched are not the next ones.
 
 Scores are float32. Weights are normalised to sum 1 here, so only their ratios matter.
+
+One request (1,000 candidates, K = 16, d = 64, item biases and the seen step, one core) took 59 us
+for MaxSim: 36 of them the float32 product and the copy that lets the max over K vectorise. bf16
+and int8 products through torch were tried and not kept (docs/quality.md, "Can a faster MaxSim
+reach 1/100 of the 200-event encoding?"), so rankers need no torch and scores stay exact.
 """
 
 from __future__ import annotations
