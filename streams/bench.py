@@ -225,18 +225,24 @@ def _worker_rows(report: BenchReport, settings: MsliSettings, options: BenchOpti
         f"{fresh['samples']:,} segments"
     )
     for q in ("p50", "p99"):
+        segmenter, stage = _seconds(fresh["segmenter"][q]), _seconds(fresh["stage"][q])
+        hops = f"segmenter {segmenter} + stage {stage} ({q} of each hop)"
         report.add(
             Row(
                 f"freshness-{q}",
                 f"freshness {q}",
                 fresh[q],
                 "s",
-                detail + ("" if q == "p50" else f"; max {fresh['max'] or float('nan'):.2f} s"),
+                detail + ("" if q == "p50" else f"; max {_seconds(fresh['max'])}") + f"; {hops}",
                 reference="1 s target",
                 reference_value=1.0,
                 extra={**fresh, "offered": offered},
             )
         )
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
 
 
 def _local_rows(report: BenchReport, settings: MsliSettings, options: BenchOptions, load: Any) -> None:

@@ -10,7 +10,9 @@ timestamp of the event that closed it); the stage's `on_applied` hook notes when
 is in the store, after the atomic write (the stage does not wait for the outbox's acknowledgement
 before the next micro-batch, and neither does this clock), so each sample is an upper bound on
 "closable -> readable in the store". Samples count while the load is offered: the final flush of windows
-that only close because the load stopped is not a steady state.
+that only close because the load stopped is not a steady state. Each sample is also split at the
+closed-segments record's Kafka timestamp (when the segmenter sent it): the segmenter's hop
+(closable -> sent) and the encoder stage's (sent -> stored), both on this machine's one clock.
 """
 
 from __future__ import annotations
@@ -38,11 +40,15 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
 
     settings = settings_from(settings_data)
     runtime = WorkerRuntime(settings)
-    samples: list[tuple[int, float]] = []  # (closable at ms, readable at ms)
+    samples: list[tuple[int, int, float]] = []  # (closable at, sent at, readable at), ms
 
     def on_applied(records: Sequence[SourceRecord]) -> None:
         now_ms = time.time() * 1000
-        samples.extend((r.closable_at_ms, now_ms) for r in records if r.closable_at_ms is not None)
+        samples.extend(
+            (r.closable_at_ms, r.sent_at_ms, now_ms)
+            for r in records
+            if r.closable_at_ms is not None and r.sent_at_ms is not None
+        )
 
     runtime.stage.on_applied = on_applied
     result: dict[str, Any] = {}
@@ -109,12 +115,13 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
         # The freshness load runs ahead of the wall clock (compressed event time), so its last
         # windows stay open; what was closed while it was offered is what counts.
         await wait_caught_up(n_events + load["events"], timeout=1800, open_windows_too=False)
-        offered = [
-            (ready - closable) / 1000.0
-            for closable, ready in samples
-            if load["started_ms"] <= closable <= load["ended_ms"]
-        ]
-        result["freshness"] = {"samples": len(offered), **percentiles(offered)}
+        offered = [sample for sample in samples if load["started_ms"] <= sample[0] <= load["ended_ms"]]
+        result["freshness"] = {
+            "samples": len(offered),
+            **percentiles([(ready - closable) / 1000.0 for closable, _, ready in offered]),
+            "segmenter": percentiles([(sent - closable) / 1000.0 for closable, sent, _ in offered]),
+            "stage": percentiles([(ready - sent) / 1000.0 for _, sent, ready in offered]),
+        }
         result["rss_mib"] = rss_mib()
 
     try:

@@ -102,7 +102,19 @@ class MsliSettings(BaseSettings):
     consume_batch_size: int = Field(default=5000, ge=1)
     commit_interval_seconds: float = Field(default=2.0, gt=0)
     encode_batch_size: int = Field(default=256, ge=1)
-    encode_batch_seconds: float = Field(default=0.2, gt=0)
+    encode_batch_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="How long a micro-batch of closed segments that has its first record waits for "
+        "more (up to encode_batch_size); 0 encodes what has arrived. Under load batches fill anyway.",
+    )
+    fetch_wait_ms: int = Field(
+        default=50,
+        ge=0,
+        description="Longest the worker's consumers wait at the broker for new records (librdkafka "
+        "fetch.wait.max.ms). Apache Kafka answers as soon as records arrive, so this only bounds "
+        "idle polling; the local broker answers late, so it adds up to this to every hop.",
+    )
     top_k_segments: int = Field(default=16, ge=1, description="K: segment vectors kept in a representation.")
     recency_half_life_seconds: float = Field(default=7 * 86400.0, gt=0)
     vector_dtype: Literal["float16", "float32"] = "float16"

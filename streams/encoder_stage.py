@@ -61,6 +61,7 @@ class SourceRecord:
     value: bytes | None
     key: bytes | None = None
     closable_at_ms: int | None = None  # from the segmenter's header; lets observers measure freshness
+    sent_at_ms: int | None = None  # the record's Kafka timestamp: when the segmenter sent it
 
 
 # Reads closed-segments[partition] from `start` up to `end` (exclusive), in chunks.

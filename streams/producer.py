@@ -27,6 +27,11 @@ class EventProducer:
         self._publisher = KafkaPublisher(producer_config(dict(client_config)))
         self.sent = 0
 
+    def connect(self, timeout: float = 10.0) -> None:
+        """Look the topic up now, so the first send does not wait for it (about 0.5 s on the local
+        broker); raises BrokerError if the broker does not answer within `timeout` seconds."""
+        self._publisher.connect(self.topic, timeout)
+
     def send(self, event: Mapping[str, Any]) -> None:
         """Queue one event; raises schemas.SchemaError (one line) if it does not fit the schema."""
         value = self.codec.encode(dict(event))

@@ -1,11 +1,11 @@
 """The encoder stage's consumer: closed segments in micro-batches, straight from confluent-kafka.
 
-One thread does all of the stage's work: consume up to `encode_batch_size` records (waiting at
-most `encode_batch_seconds`), hand them to `EncoderStage.process`, commit, and settle the outbox
-when no record comes. It replaced a faust agent, whose per-message path (a callback awaited per
-message, an event built, queued, iterated and acknowledged) held the interpreter lock about as
-long as the whole encoder stage did (docs/performance.md, third and fourth rounds); librdkafka
-hands over a batch in one call and waits without the lock.
+One thread does all of the stage's work: consume up to `encode_batch_size` records (what has
+arrived once the first one has, see streams/consuming.py), hand them to `EncoderStage.process`,
+commit, and settle the outbox when no record comes. It replaced a faust agent, whose per-message
+path (a callback awaited per message, an event built, queued, iterated and acknowledged) held the
+interpreter lock about as long as the whole encoder stage did (docs/performance.md, third and
+fourth rounds); librdkafka hands over a batch in one call and waits without the lock.
 
 Group: `<group id>-encoder`, the group faust's agent used, so the offsets it committed carry over.
 (A faust-based worker and this one cannot be in the group at the same moment: faust's assignor is
@@ -31,9 +31,17 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from streams.config import MsliSettings
+from streams.consuming import consume_available, prompt_consumer_config
 from streams.encoder_stage import EncoderStage, SourceRecord
 from streams.topics import closable_at_ms
 
@@ -42,6 +50,7 @@ __all__ = ["SegmentConsumer"]
 log = logging.getLogger(__name__)
 
 OUTBOX_SETTLE_SECONDS = 0.5  # how often an idle stage forgets acknowledged outbox records
+IDLE_WAIT_SECONDS = 0.2  # longest a consume waits for a first record before the loop checks stop and settle
 # A catch-up (a restore of partitions new to this worker) runs inside the assignment callback and
 # may take minutes; faust's consumer allowed 1000 s between polls, and so does this one.
 MAX_POLL_INTERVAL_MS = 1_000_000
@@ -64,15 +73,17 @@ class SegmentConsumer:
         self.on_assigned = on_assigned
         session_ms = int(settings.session_timeout_seconds * 1000)
         self.consumer = Consumer(
-            {
-                **settings.kafka_client_config(),
-                "group.id": f"{settings.group_id}-encoder",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": session_ms,
-                "heartbeat.interval.ms": max(500, session_ms // 3),
-                "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
-            }
+            prompt_consumer_config(
+                settings,
+                **{
+                    "group.id": f"{settings.group_id}-encoder",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": session_ms,
+                    "heartbeat.interval.ms": max(500, session_ms // 3),
+                    "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
+                },
+            )
         )
         self.owned: set[int] = set()  # partitions assigned to this member now
         # Next offset per partition past the records this member stored since it was assigned it:
@@ -105,13 +116,14 @@ class SegmentConsumer:
                 return
             self._idle.clear()
         settled_at = time.monotonic()
-        size, wait = self.settings.encode_batch_size, self.settings.encode_batch_seconds
+        size, linger = self.settings.encode_batch_size, self.settings.encode_batch_seconds
         try:
             self.consumer.subscribe(
                 [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
             )
             while not self._stop.is_set():
-                records = self._records(self.consumer.consume(size, timeout=wait))
+                # Filtered after both of consume_available's calls: a rebalance may run in either.
+                records = self._records(consume_available(self.consumer, size, IDLE_WAIT_SECONDS, linger))
                 if records:
                     self.stage.process(records)
                     self._stored(records)
@@ -150,6 +162,7 @@ class SegmentConsumer:
                     msg.value(),
                     key=msg.key(),  # type: ignore[arg-type]  # bytes: no deserializer is set
                     closable_at_ms=closable_at_ms(msg.headers()),
+                    sent_at_ms=_timestamp_ms(msg),
                 )
             )
         return records
@@ -216,3 +229,8 @@ class SegmentConsumer:
         self.owned = self.owned - partitions
         for p in partitions:
             self._positions.pop(p, None)
+
+
+def _timestamp_ms(msg: Message) -> int | None:
+    kind, ms = msg.timestamp()
+    return None if kind == TIMESTAMP_NOT_AVAILABLE else ms

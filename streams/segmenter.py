@@ -21,6 +21,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Messa
 from schemas import AvroCodec
 from streams.checkpoints import CheckpointLog
 from streams.config import MsliSettings
+from streams.consuming import consume_available, prompt_consumer_config
 from streams.dead_letters import DeadLetterSink
 from streams.events import BadEvent, EventValidator
 from streams.faults import crash_point
@@ -31,6 +32,10 @@ from streams.windowing import SegmentationConfig, SegmentCloser
 __all__ = ["Segmenter", "SegmenterStats"]
 
 log = logging.getLogger(__name__)
+
+# Longest a consume waits for a first record before the loop closes quiet partitions, checkpoints
+# and checks for stop.
+IDLE_WAIT_SECONDS = 0.2
 
 
 @dataclass
@@ -63,14 +68,16 @@ class Segmenter:
         client = settings.kafka_client_config()
         self.topic = settings.events_topic
         self.consumer = Consumer(
-            {
-                **client,
-                "group.id": settings.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": int(settings.session_timeout_seconds * 1000),
-                "heartbeat.interval.ms": max(500, int(settings.session_timeout_seconds * 1000) // 3),
-            }
+            prompt_consumer_config(
+                settings,
+                **{
+                    "group.id": settings.group_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": int(settings.session_timeout_seconds * 1000),
+                    "heartbeat.interval.ms": max(500, int(settings.session_timeout_seconds * 1000) // 3),
+                },
+            )
         )
         self.publisher = KafkaPublisher(producer_config(client))
         self.dead_letters = DeadLetterSink(self.publisher, settings.dead_letter_topic)
@@ -105,7 +112,9 @@ class Segmenter:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
-                messages = self.consumer.consume(self.settings.consume_batch_size, timeout=0.2)
+                messages = consume_available(
+                    self.consumer, self.settings.consume_batch_size, IDLE_WAIT_SECONDS
+                )
                 if messages:
                     if self.throttle is not None:
                         self.throttle(len(messages))

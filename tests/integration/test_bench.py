@@ -66,7 +66,10 @@ def test_quick_bench_reports_every_row(bench_env: dict[str, str], tmp_path: Path
             assert row["ratio"] == pytest.approx(row["value"] / ref["value"])
     assert rows["freshness-p99"]["ratio"] == pytest.approx(rows["freshness-p99"]["value"])  # 1 s target
     assert rows["freshness-p50"]["value"] <= rows["freshness-p99"]["value"]
-    assert rows["freshness-p99"]["extra"]["samples"] > 0  # the closable-at header reached the stage
+    fresh = rows["freshness-p99"]["extra"]
+    assert fresh["samples"] > 0  # the closable-at header reached the stage
+    for hop in ("segmenter", "stage"):  # each sample splits in two at the record's Kafka timestamp
+        assert -0.01 <= fresh[hop]["p50"] <= fresh[hop]["max"] <= fresh["max"] + 0.01, hop
     assert rows["segmenter"]["extra"]["events"] == 40_000
     assert rows["end-to-end"]["extra"]["events"] == 40_000
     cuda = [k for k in rows if k.startswith("encoder-cuda")]

@@ -76,3 +76,24 @@ def test_produce_creates_its_topics_and_keys_every_event_by_user(
     for user in {e["user_id"] for e in events}:  # sorted by event time, so each user's events in order
         times = [e["event_time_ms"] for _, _, e in decoded if e["user_id"] == user]
         assert times == sorted(times) and len(times) > 0
+
+
+def test_event_producer_connects_before_its_first_send_or_says_the_broker_is_gone(
+    kafka_bootstrap: str, create_topic: Callable[..., str]
+) -> None:
+    import socket
+
+    import pytest
+
+    from streams.errors import BrokerError
+    from streams.producer import EventProducer
+
+    topic = create_topic("connect")
+    with EventProducer({"bootstrap.servers": kafka_bootstrap}, topic=topic) as producer:
+        producer.connect(timeout=15)
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    gone = EventProducer({"bootstrap.servers": f"127.0.0.1:{port}"}, topic=topic)
+    with pytest.raises(BrokerError, match=f"no metadata for topic {topic} within 1s"):
+        gone.connect(timeout=1)

@@ -70,3 +70,15 @@ def test_disabling_tls_verification_needs_explicit_permission(monkeypatch) -> No
 def test_kafka_client_config_needs_a_broker() -> None:
     with pytest.raises(ConfigError, match="MSLI_BOOTSTRAP_SERVERS"):
         load_settings().kafka_client_config()
+
+
+def test_live_consumers_wait_briefly_at_the_broker_unless_the_pass_through_says_otherwise(tmp_path) -> None:
+    from streams.consuming import prompt_consumer_config
+
+    s = load_settings(bootstrap_servers="broker:9092", fetch_wait_ms=20)
+    config = prompt_consumer_config(s, **{"group.id": "g"})
+    assert config["fetch.wait.max.ms"] == 20 and config["group.id"] == "g"
+    assert config["bootstrap.servers"] == "broker:9092"
+    path = tmp_path / "msli.toml"
+    path.write_text('bootstrap_servers = "broker:9092"\n[kafka]\n"fetch.wait.max.ms" = "300"\n')
+    assert prompt_consumer_config(load_settings(path))["fetch.wait.max.ms"] == "300"
