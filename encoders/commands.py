@@ -124,6 +124,8 @@ def closing_from_extra(extra: Mapping[str, Any], where: str) -> SegmentationConf
     """The closing rules a checkpoint was trained with; EncoderError if it records none."""
     closing = extra.get("closing")
     names = {f.name for f in fields(SegmentationConfig)}
+    if isinstance(closing, dict):
+        closing = SegmentationConfig.recorded(closing)
     if not isinstance(closing, dict) or set(closing) != names:
         raise EncoderError(f"{where} records no closing settings: it was not written by `msli train`")
     return SegmentationConfig(**closing)

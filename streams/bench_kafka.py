@@ -136,6 +136,12 @@ def shift_event_times(events: SyntheticEvents, start_ms: int) -> SyntheticEvents
     return dataclasses.replace(events, event_time_ms=events.event_time_ms + offset)
 
 
+def head(events: SyntheticEvents, n: int) -> SyntheticEvents:
+    """The first `n` events of the stream, in arrival order."""
+    columns = ("user", "item", "action", "event_time_ms", "weight", "session")
+    return dataclasses.replace(events, **{name: getattr(events, name)[:n] for name in columns})
+
+
 def produce_events(
     settings: MsliSettings, topic: str, events: SyntheticEvents, rate: float | None = None
 ) -> dict[str, Any]:

@@ -79,6 +79,12 @@ class MsliSettings(BaseSettings):
         default=1800.0, gt=0, description="Event-time gap that closes a segment."
     )
     max_events_per_segment: int = Field(default=32, ge=1)
+    staggered_windows: bool = Field(
+        default=True,
+        description="Shift each user's windows by a phase from a hash of the user id, so the segments "
+        "that window ends close arrive spread over the window instead of all at once; false aligns "
+        "every user's windows at multiples of the window length.",
+    )
     partition_idle_seconds: float = Field(
         default=30.0,
         gt=0,

@@ -96,6 +96,7 @@ def _setting_warnings(encoder: SegmentBatchEncoder, settings: MsliSettings, name
     warnings = []
     trained = encoder.extra.get("closing")
     if isinstance(trained, dict):
+        trained = SegmentationConfig.recorded(trained)
         current = dataclasses.asdict(SegmentationConfig.from_settings(settings))
         differ = [f"{k} {trained.get(k)!r} -> {v!r}" for k, v in current.items() if trained.get(k) != v]
         if differ:

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ MAX_EVENTS = 5
 
 
 def make_events() -> list[dict[str, Any]]:
-    """Six users, each with a burst in one or two windows; bursts stay inside their window and
-    shorter than the idle timeout, so the segments are the window's events in chunks of MAX_EVENTS."""
+    """Six users, each with a burst in one or two windows, each burst shorter than the idle timeout,
+    so the segments are each (staggered) window's events in chunks of MAX_EVENTS."""
     events = []
     for u in range(6):
         for window in range(1 + u % 2):
@@ -53,7 +54,9 @@ def expected_segments(events: list[dict[str, Any]]) -> dict[str, list[list[str]]
     """user -> item ids of each segment, oldest first."""
     by_window: dict[tuple[str, int], list[str]] = {}
     for e in events:
-        window = e["event_time_ms"] - e["event_time_ms"] % WINDOW
+        # The worker's default staggered windows: each user's shifted by crc32(user id) mod WINDOW.
+        phase = zlib.crc32(e["user_id"].encode()) % WINDOW
+        window = (e["event_time_ms"] - phase) // WINDOW * WINDOW + phase
         by_window.setdefault((e["user_id"], window), []).append(e["item_id"])
     out: dict[str, list[list[str]]] = {}
     for (user, _), items in sorted(by_window.items(), key=lambda kv: kv[0][1]):

@@ -23,7 +23,9 @@ from streams.producer import EventProducer
 from streams.synthetic import generate
 from streams.windowing import SegmentationConfig
 
-RULES = SegmentationConfig(window_ms=600_000, allowed_lateness_ms=30_000, user_idle_ms=300_000, max_events=8)
+RULES = SegmentationConfig(
+    window_ms=600_000, allowed_lateness_ms=30_000, user_idle_ms=300_000, max_events=8, staggered_windows=True
+)
 
 
 def test_worker_stamps_the_trained_version_and_refuses_another_catalogue(

@@ -5,7 +5,8 @@ grouped by start, open segments scanned when the watermark passes the earliest i
 a bug in the worker's rules shows up as a difference instead of being copied here.
 
 The rules, per partition, for events in offset order (README "How it behaves", DESIGN "Words"):
-an event whose window ended (plus the allowed lateness) at or before the watermark is late; a
+a user's windows are tumbling, shifted by crc32(user id) mod the window length when staggered; an
+event whose window ended (plus the allowed lateness) at or before the watermark is late; a
 repeat of an event already in its open window (same event id, else same item, action and time)
 counts once; a window that opened `max_segments` segments takes no new one (the event is capped);
 a segment of `max_events` events closes (`size`); then, if the event time is past the watermark,
@@ -17,6 +18,7 @@ keep MSLI_PARTITION_IDLE_SECONDS above any pause in their traffic.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +38,11 @@ class Rules:
     half_life_ms: float = 7 * 86_400_000.0
     max_record_bytes: int = 64 * 1024
     max_future_ms: int = 3_600_000
+    staggered: bool = False  # each user's windows shifted by crc32(user id) mod window_ms
+
+    def window_start(self, user: str, t: int) -> int:
+        phase = zlib.crc32(user.encode("utf-8")) % self.window_ms if self.staggered else 0
+        return (t - phase) // self.window_ms * self.window_ms + phase
 
     def env(self) -> dict[str, str]:
         """The MSLI_* variables that make a worker follow these rules."""
@@ -50,6 +57,7 @@ class Rules:
             "MSLI_RECENCY_HALF_LIFE_SECONDS": str(self.half_life_ms / 1000),
             "MSLI_MAX_RECORD_BYTES": str(self.max_record_bytes),
             "MSLI_MAX_FUTURE_SECONDS": str(self.max_future_ms / 1000),
+            "MSLI_STAGGERED_WINDOWS": "true" if self.staggered else "false",
         }
 
 
@@ -108,7 +116,7 @@ def close_partition(events: Iterable[tuple[int, dict[str, Any]]], rules: Rules) 
 
     for offset, event in events:
         t, user = event["event_time_ms"], event["user_id"]
-        start = t - t % W
+        start = rules.window_start(user, t)
         if start + W + L <= watermark:
             if rules.late_events == "reopen":
                 out.closed.append(Closed(user, start, "late", [segment_event(event)]))
@@ -137,7 +145,7 @@ def close_partition(events: Iterable[tuple[int, dict[str, Any]]], rules: Rules) 
         if t <= watermark:
             continue
         watermark = t
-        for passed in [s for s in users_by_start if s + W + L <= watermark]:
+        for passed in sorted(s for s in users_by_start if s + W + L <= watermark):
             for u in sorted(users_by_start.pop(passed)):
                 if windows[(u, passed)].open is not None:
                     close((u, passed), "window")

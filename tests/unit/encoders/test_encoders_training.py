@@ -103,6 +103,8 @@ def test_checkpoint_records_closing_rules_vocabulary_and_training(events, tmp_pa
     assert loaded.model_version == encoder.model_version
     assert loaded.vocab == ItemVocabulary.explicit(sorted({e["item_id"] for e in events}))
     assert closing_from_extra(loaded.extra, "ckpt") == RULES
+    older = {k: v for k, v in loaded.extra["closing"].items() if k != "staggered_windows"}
+    assert closing_from_extra({"closing": older}, "older ckpt") == RULES  # recorded before phases: aligned
     assert loaded.extra["representation"] == {"top_k_segments": 16, "recency_half_life_ms": HALF_LIFE}
     assert loaded.extra["training"]["data"]["events"] == len(events)
     sample = [s.events for s in load_log(events, RULES, loaded.vocab)[0].segments[:20]]

@@ -56,6 +56,7 @@ def worker_outcome(events: list[dict], rules: Rules) -> tuple[list[Closed], list
             max_events=rules.max_events,
             max_segments=rules.max_segments,
             late_events=rules.late_events,  # type: ignore[arg-type]
+            staggered_windows=rules.staggered,
         ),
         partition=0,
     )
@@ -85,7 +86,8 @@ def per_key(closed: list[Closed]) -> dict[tuple[str, int], list[tuple[str, list]
 
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("late_events", ["reopen", "dead-letter"])
-def test_segment_closer_agrees_with_the_oracle(seed: int, late_events: str) -> None:
+@pytest.mark.parametrize("staggered", [False, True], ids=["aligned", "staggered"])
+def test_segment_closer_agrees_with_the_oracle(seed: int, late_events: str, staggered: bool) -> None:
     rules = Rules(
         window_ms=WINDOW,
         lateness_ms=MIN,
@@ -93,6 +95,7 @@ def test_segment_closer_agrees_with_the_oracle(seed: int, late_events: str) -> N
         max_events=3,
         max_segments=2,
         late_events=late_events,
+        staggered=staggered,
     )
     events = random_stream(seed)
     closed, dead, duplicates, open_events = worker_outcome(events, rules)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import zlib
 
 import pytest
 
@@ -164,3 +166,32 @@ def test_replay_from_a_checkpoint_rebuilds_every_open_segment(seed: int) -> None
     for extra in got - {key(r) for r in expected}:
         user = extra[0].split(":")[0]
         assert all((user, item, ts) in sent_before for item, ts in extra[1])
+
+
+def test_staggered_windows_shift_each_user_by_a_phase_of_its_own() -> None:
+    staggered = dataclasses.replace(RULES, staggered_windows=True)
+    users = [f"user-{i}" for i in range(200)]
+    t = 1_700_000_000_123
+    for user in users:
+        start = staggered.window_start(user, t)
+        assert start <= t < start + HOUR  # the window holds the event
+        assert (start - zlib.crc32(user.encode())) % HOUR == 0  # at the user's phase
+        assert staggered.window_start(user, start + HOUR) == start + HOUR  # the next one follows
+        assert RULES.window_start(user, t) == t - t % HOUR  # aligned without it
+    ends = {staggered.window_start(user, t) % HOUR for user in users}
+    assert len(ends) > 190  # window ends spread over the hour instead of one moment
+
+
+def test_staggered_windows_close_users_at_different_watermarks() -> None:
+    closer = SegmentCloser(dataclasses.replace(RULES, staggered_windows=True, user_idle_ms=2 * HOUR), 0)
+    users = [f"user-{i}" for i in range(50)]
+    feed(closer, [(user, "a", 10 * HOUR + 1_000) for user in users])
+    closed_at = {}
+    for minute in range(1, 125):  # the watermark moves a minute at a time, by another user's event
+        for record in feed(closer, [("clock", "x", 10 * HOUR + minute * MIN)], start_offset=1_000 + minute):
+            closed_at[record["user_id"]] = minute
+    assert set(users) <= set(closed_at)
+    assert len({closed_at[u] for u in users}) > 25  # not all in one burst
+    for user in users:  # each at its own window's end plus the lateness, to the minute
+        end = closer.config.window_start(user, 10 * HOUR + 1_000) + HOUR
+        assert closed_at[user] == -(-(end + MIN - 10 * HOUR) // MIN)
