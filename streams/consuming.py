@@ -23,7 +23,11 @@ from confluent_kafka import Consumer, Message
 
 from streams.config import MsliSettings
 
-__all__ = ["consume_available", "prompt_consumer_config"]
+__all__ = ["IDLE_WAIT_SECONDS", "consume_available", "prompt_consumer_config"]
+
+# Longest the worker's consume loops wait for a first record before they do their idle work
+# (quiet partitions, checkpoints, outbox settles) and check for stop.
+IDLE_WAIT_SECONDS = 0.2
 
 
 def prompt_consumer_config(settings: MsliSettings, **extra: Any) -> dict[str, Any]:

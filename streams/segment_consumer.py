@@ -31,26 +31,18 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import (
-    TIMESTAMP_NOT_AVAILABLE,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.config import MsliSettings
-from streams.consuming import consume_available, prompt_consumer_config
+from streams.consuming import IDLE_WAIT_SECONDS, consume_available, prompt_consumer_config
 from streams.encoder_stage import EncoderStage, SourceRecord
-from streams.topics import closable_at_ms
+from streams.topics import closable_at_ms, kafka_timestamp_ms
 
 __all__ = ["SegmentConsumer"]
 
 log = logging.getLogger(__name__)
 
 OUTBOX_SETTLE_SECONDS = 0.5  # how often an idle stage forgets acknowledged outbox records
-IDLE_WAIT_SECONDS = 0.2  # longest a consume waits for a first record before the loop checks stop and settle
 # A catch-up (a restore of partitions new to this worker) runs inside the assignment callback and
 # may take minutes; faust's consumer allowed 1000 s between polls, and so does this one.
 MAX_POLL_INTERVAL_MS = 1_000_000
@@ -162,7 +154,7 @@ class SegmentConsumer:
                     msg.value(),
                     key=msg.key(),  # type: ignore[arg-type]  # bytes: no deserializer is set
                     closable_at_ms=closable_at_ms(msg.headers()),
-                    sent_at_ms=_timestamp_ms(msg),
+                    sent_at_ms=kafka_timestamp_ms(msg),
                 )
             )
         return records
@@ -229,8 +221,3 @@ class SegmentConsumer:
         self.owned = self.owned - partitions
         for p in partitions:
             self._positions.pop(p, None)
-
-
-def _timestamp_ms(msg: Message) -> int | None:
-    kind, ms = msg.timestamp()
-    return None if kind == TIMESTAMP_NOT_AVAILABLE else ms

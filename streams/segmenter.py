@@ -16,26 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from schemas import AvroCodec
 from streams.checkpoints import CheckpointLog
 from streams.config import MsliSettings
-from streams.consuming import consume_available, prompt_consumer_config
+from streams.consuming import IDLE_WAIT_SECONDS, consume_available, prompt_consumer_config
 from streams.dead_letters import DeadLetterSink
 from streams.events import BadEvent, EventValidator
 from streams.faults import crash_point
 from streams.publisher import Headers, KafkaPublisher, producer_config
-from streams.topics import CLOSABLE_AT_HEADER
+from streams.topics import CLOSABLE_AT_HEADER, kafka_timestamp_ms
 from streams.windowing import SegmentationConfig, SegmentCloser
 
 __all__ = ["Segmenter", "SegmenterStats"]
 
 log = logging.getLogger(__name__)
-
-# Longest a consume waits for a first record before the loop closes quiet partitions, checkpoints
-# and checks for stop.
-IDLE_WAIT_SECONDS = 0.2
 
 
 @dataclass
@@ -166,8 +162,7 @@ class Segmenter:
                 event["event_id"],
             )
             if len(closer.closed) > closed_before:  # this event made segments closable
-                ts_type, ts = msg.timestamp()
-                stamp = ts if ts_type != TIMESTAMP_NOT_AVAILABLE and ts > 0 else now_ms
+                stamp = kafka_timestamp_ms(msg) or now_ms
                 self._stamp(partition, len(closer.closed) - closed_before, stamp)
             if len(closer.late_offsets) > late_before:
                 self._dead_letter(msg, "late", f"window closed; watermark {closer.watermark}")

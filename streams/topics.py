@@ -6,14 +6,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaException, Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.config import MsliSettings
 from streams.errors import BrokerError
 from streams.publisher import MAX_RECORD_BYTES
 
-__all__ = ["CLOSABLE_AT_HEADER", "closable_at_ms", "ensure_topics", "topic_specs"]
+__all__ = ["CLOSABLE_AT_HEADER", "closable_at_ms", "ensure_topics", "kafka_timestamp_ms", "topic_specs"]
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 # clock). Headers leave the record bytes, which must be deterministic, alone; freshness is
 # measured from it.
 CLOSABLE_AT_HEADER = "msli.closable_at_ms"
+
+
+def kafka_timestamp_ms(msg: Message) -> int | None:
+    """A consumed record's Kafka timestamp (ms), or None where it has no usable one."""
+    kind, ms = msg.timestamp()
+    return ms if kind != TIMESTAMP_NOT_AVAILABLE and ms > 0 else None
 
 
 def closable_at_ms(headers: Any) -> int | None:
