@@ -5,15 +5,19 @@ stops the command before anything is sent."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 from msli_processes import MSLI, msli_env, topic_env
 
 from schemas import AvroCodec
+from streams.errors import BrokerError
+from streams.producer import EventProducer
 from streams.routing import partition_for
 
 PARTITIONS = 3
@@ -81,13 +85,6 @@ def test_produce_creates_its_topics_and_keys_every_event_by_user(
 def test_event_producer_connects_before_its_first_send_or_says_the_broker_is_gone(
     kafka_bootstrap: str, create_topic: Callable[..., str]
 ) -> None:
-    import socket
-
-    import pytest
-
-    from streams.errors import BrokerError
-    from streams.producer import EventProducer
-
     topic = create_topic("connect")
     with EventProducer({"bootstrap.servers": kafka_bootstrap}, topic=topic) as producer:
         producer.connect(timeout=15)
