@@ -50,16 +50,16 @@ class SegmentContext(nn.Module):
     """Contextual vectors for a user's segment vectors: v_i + f(v_1..v_K, features)_i."""
 
     def __init__(self, config: SegmentEncoderConfig) -> None:
-        from encoders.model import Block, SegmentLinear  # model.py imports this module
+        from encoders.model import Block, RowwiseLinear  # model.py imports this module
 
         super().__init__()
         dim = config.dim
-        self.in_proj = SegmentLinear(dim, dim, bias=config.bias)
-        self.feature_proj = SegmentLinear(N_CONTEXT_FEATURES, dim, bias=config.bias)
+        self.in_proj = RowwiseLinear(dim, dim, bias=config.bias)
+        self.feature_proj = RowwiseLinear(N_CONTEXT_FEATURES, dim, bias=config.bias)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.context_layers)])
         self.ln_f = nn.LayerNorm(dim, eps=config.layer_norm_eps, bias=config.bias)
-        self.head = SegmentLinear(dim, dim, bias=False)
+        self.head = RowwiseLinear(dim, dim, bias=False)
 
     def forward(self, vectors: torch.Tensor, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """vectors: (B, K, d) segment vectors, newest first; features: (B, K, N_CONTEXT_FEATURES);

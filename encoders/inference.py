@@ -7,18 +7,21 @@ nn.Linear does, breaks that: MKL picks its sgemm kernel by shape, and a row's ou
 last bit between a 5-row and a 64-row product (measured, torch 2.13, MKL 2024.2, AVX-512). So:
 
 1. A segment's padded length is a function of the segment alone: its event count rounded up to a
-   fixed ladder (8, 12, 16, 24, 32, 48, ..., max_events; all multiples of 4). Batches group one
-   bucket, so short segments are not padded to the longest, and no segment's tensors change shape
-   with the company it keeps.
-2. SegmentEncoder multiplies each segment by its own GEMM of a shape fixed by its bucket (see
-   SegmentLinear; attention is batched per segment and head on contiguous tensors), normalises
-   and softmaxes row by row, and uses only exactly-rounded elementwise ops (add, mul, div, ReLU).
-   Torch's vectorised transcendentals (GELU, sigmoid, log1p, ...) round differently in a loop's
-   vector body and its scalar tail, so their result depends on an element's offset in the
-   flattened batch; the model uses none, and the time features are computed per event in Python.
+   fixed ladder (1, 2, 3, 4, 6, 8, 12, 16, 24, ..., max_events). Batches group one bucket, so short
+   segments are not padded to the longest, and no segment's tensors change shape with the company
+   it keeps. Most segments are short (on the benchmark's stream a third hold one event), so the
+   ladder starts at 1.
+2. The linear layers fold the batch into the rows of one GEMM padded to a multiple of 32 rows,
+   where MKL gives every row the same bits whatever the others (RowwiseLinear in encoders.model,
+   with what was measured); attention is batched per segment and head on contiguous tensors;
+   LayerNorm and softmax work row by row; the only elementwise ops are exactly-rounded ones (add,
+   mul, div, ReLU). Torch's vectorised transcendentals (GELU, sigmoid, log1p, ...) round
+   differently in a loop's vector body and its scalar tail, so their result depends on an
+   element's offset in the flattened batch; the model uses none, and the time features are
+   computed per event in Python.
 3. No forward pass has a batch of one: torch hands a batch of one matrix pair to mm and a batch of
    several to its own small-matrix loop or MKL's batched GEMM, which sum in different orders for
-   small products. A lone segment is encoded beside a copy of itself.
+   small products (attention's). A lone segment is encoded beside a copy of itself.
 4. dim and max_events are multiples of 8 (SegmentEncoderConfig checks), the shapes measured.
 
 The unit tests compare a segment encoded alone with the same segment inside batches of other
@@ -31,10 +34,9 @@ bf16 autocast and cuBLAS's heuristics make vectors close, not identical.
 from __future__ import annotations
 
 import contextlib
-import math
 import operator
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -58,7 +60,6 @@ __all__ = [
     "segment_arrays",
 ]
 
-_SMALLEST_BUCKET = 8
 _ACTION_INDEX = {name: i for i, name in enumerate(ACTIONS)}
 
 
@@ -92,104 +93,182 @@ class SegmentInput:
 
 
 def bucket_lengths(max_events: int) -> tuple[int, ...]:
-    """Return the padded lengths segments are bucketed to: 8, 12, 16, 24, 32, 48, ..., then max_events.
+    """Return the padded lengths segments are bucketed to: 1, 2, 3, 4, 6, 8, 12, ..., then max_events.
 
-    Steps of 1.5x and 2x alternate, so padding wastes at most a third of a pass; all are multiples
-    of 4, and the ladder depends on max_events only (never on a batch).
+    Steps of 1.5x and 2x alternate, so padding wastes at most a third of a pass; the ladder depends
+    on max_events only (never on a batch).
     """
     lengths = []
-    length = _SMALLEST_BUCKET
+    length = 1
     while length < max_events:
         lengths.append(length)
-        if length * 3 // 2 < max_events:
+        if length < length * 3 // 2 < max_events:
             lengths.append(length * 3 // 2)
         length *= 2
     return (*lengths, max_events)
 
 
-def _signed_log1p(x: float) -> float:
-    return math.copysign(math.log1p(abs(x)), x)
+class SegmentBatchArrays(NamedTuple):
+    """Model inputs for many segments, flat: each segment's kept events one after the other."""
+
+    rows: np.ndarray  # (E,) int64 item embedding rows
+    actions: np.ndarray  # (E,) int64 action rows
+    features: np.ndarray  # (E, N_TIME_FEATURES) float32 time features
+    lengths: np.ndarray  # (S,) int64 events kept of each segment (at most max_events)
+    offsets: np.ndarray  # (S,) int64 where each segment's events start
+
+    @classmethod
+    def concat(cls, arrays: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> SegmentBatchArrays:
+        """From per-segment (rows, actions, features), as segment_arrays returns them."""
+        lengths = np.array([len(rows) for rows, _, _ in arrays], dtype=np.int64)
+        return cls(
+            np.concatenate([a[0] for a in arrays]),
+            np.concatenate([a[1] for a in arrays]),
+            np.concatenate([a[2] for a in arrays]).reshape(-1, N_TIME_FEATURES),
+            lengths,
+            _starts(lengths),
+        )
+
+    def padded(self, members: np.ndarray, length: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(items, actions, features, mask) of the segments `members` padded to `length`: real events
+        first, then row 0, action 0, zero features and mask False."""
+        positions = np.arange(length)
+        mask = positions < self.lengths[members, None]  # (B, length)
+        end = len(self.rows)  # the zero event appended below
+        index = np.where(mask, self.offsets[members, None] + positions, end)
+        items = np.append(self.rows, 0)[index]
+        actions = np.append(self.actions, 0)[index]
+        features = np.concatenate([self.features, np.zeros((1, N_TIME_FEATURES), np.float32)])[index]
+        tensors = [torch.from_numpy(a) for a in (items, actions, features, mask)]
+        if device.type == "cuda":
+            # From pinned memory the copy is asynchronous: the host pads the next pass while the GPU
+            # runs this one, instead of waiting for it at every copy.
+            return tuple(t.pin_memory().to(device, non_blocking=True) for t in tensors)
+        return tuple(t.to(device) for t in tensors)
 
 
-def segment_arrays(
-    segment: SegmentInput, vocab: ItemVocabulary, config: SegmentEncoderConfig, index: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return one segment's (item rows (n,), action rows (n,), time features (n, 4)), n <= max_events.
+def batch_arrays(
+    segments: Sequence[SegmentInput],
+    vocab: ItemVocabulary,
+    config: SegmentEncoderConfig,
+    first_index: int = 0,
+) -> SegmentBatchArrays:
+    """Check segments and compute their model inputs, all at once; errors name the segment
+    (its position plus first_index).
 
     A segment longer than config.max_events keeps its last max_events events: the most recent
     behaviour says most about what comes next, and truncating here bounds the encoder's cost per
     segment. The features are computed over the whole segment before truncating, so a kept event
     sees the same "seconds since the segment started" and "gap to the previous event" as it would
-    untruncated. `index` only names the segment in error messages.
+    untruncated. numpy computes them for the whole batch: its log1p gives an element the same bits
+    wherever it sits in the array, so a segment's features do not depend on its company.
     """
-    n = len(segment.item_ids)
-    if not n:
-        raise EncoderError(f"segment {index} has no events")
-    if not (len(segment.actions) == len(segment.event_times_ms) == len(segment.weights) == n):
-        raise EncoderError(
-            f"segment {index}: item_ids, actions, event_times_ms and weights differ in length "
-            f"({n}, {len(segment.actions)}, {len(segment.event_times_ms)}, {len(segment.weights)})"
-        )
-    try:
-        actions = [operator.index(a) for a in segment.actions]
-        times = [operator.index(t) for t in segment.event_times_ms]
-    except TypeError as exc:
-        raise EncoderError(f"segment {index}: actions and event times must be integers ({exc})") from None
-    if min(actions) < 0 or max(actions) >= config.n_actions:
-        raise EncoderError(f"segment {index}: action outside 0..{config.n_actions - 1}")
-    start = min(times)  # the earliest event, so "since start" is never negative
-    prev = times[0]
-    features = []
-    for t, w in zip(times, segment.weights, strict=True):
-        since_start = math.log1p((t - start) / 1000.0)
-        gap = _signed_log1p((t - prev) / 1000.0)  # negative for an event that arrived out of order
-        prev = t
-        weight = None if w is None else _as_float(w, index)
-        # A non-finite weight is treated as absent: one bad field should not poison the vector.
-        if weight is None or not math.isfinite(weight):
-            features.append((since_start, gap, 0.0, 0.0))
-        else:
-            features.append((since_start, gap, _signed_log1p(weight), 1.0))
-    keep = slice(max(0, n - config.max_events), n)
-    item_ids = segment.item_ids[keep]
-    if not all(isinstance(i, str) for i in item_ids):
-        raise EncoderError(f"segment {index}: item ids must be strings")
-    return (
-        vocab.rows(item_ids),
-        np.asarray(actions[keep], dtype=np.int64),
-        np.asarray(features[keep], dtype=np.float32).reshape(-1, N_TIME_FEATURES),  # (n, 4)
-    )
+    items: list[Any] = []
+    actions: list[Any] = []
+    times: list[Any] = []
+    weights: list[Any] = []
+    counts = []
+    for i, segment in enumerate(segments, first_index):
+        n = len(segment.item_ids)
+        if not n:
+            raise EncoderError(f"segment {i} has no events")
+        if not (len(segment.actions) == len(segment.event_times_ms) == len(segment.weights) == n):
+            raise EncoderError(
+                f"segment {i}: item_ids, actions, event_times_ms and weights differ in length "
+                f"({n}, {len(segment.actions)}, {len(segment.event_times_ms)}, {len(segment.weights)})"
+            )
+        items += segment.item_ids
+        actions += segment.actions
+        times += segment.event_times_ms
+        weights += segment.weights
+        counts.append(n)
+    if not counts:
+        empty = np.zeros(0, dtype=np.int64)
+        return SegmentBatchArrays(empty, empty, np.zeros((0, N_TIME_FEATURES), np.float32), empty, empty)
+    n_events = np.array(counts, dtype=np.int64)
+    starts = _starts(n_events)
+    owner = np.repeat(np.arange(first_index, first_index + len(counts)), n_events)  # for messages
 
-
-def _as_float(value: Any, index: int) -> float:
+    action = _int64(actions, owner)
+    t = _int64(times, owner)
+    outside = (action < 0) | (action >= config.n_actions)
+    if outside.any():
+        raise EncoderError(f"segment {owner[outside.argmax()]}: action outside 0..{config.n_actions - 1}")
     try:
-        return float(value)
+        weight = np.fromiter((np.nan if w is None else float(w) for w in weights), np.float64, len(weights))
     except (TypeError, ValueError):
-        raise EncoderError(f"segment {index}: weight {value!r} is not a number") from None
+        bad = _first_failing(weights, lambda w: w is None or float(w) is not None)
+        raise EncoderError(f"segment {owner[bad]}: weight {weights[bad]!r} is not a number") from None
+
+    since_start = (t - np.repeat(np.minimum.reduceat(t, starts), n_events)) / 1000.0  # from the earliest
+    previous = np.empty_like(t)
+    previous[1:] = t[:-1]
+    previous[starts] = t[starts]
+    gap = (t - previous) / 1000.0  # negative for an event that arrived out of order
+    # A non-finite weight is treated as absent: one bad field should not poison the vector.
+    present = np.isfinite(weight)
+    weight = np.where(present, weight, 0.0)
+    features = np.empty((len(t), N_TIME_FEATURES), dtype=np.float32)
+    features[:, 0] = np.log1p(since_start)
+    features[:, 1] = _signed_log1p(gap)
+    features[:, 2] = _signed_log1p(weight)
+    features[:, 3] = present
+
+    kept = np.minimum(n_events, config.max_events)
+    keep = np.arange(len(t)) - np.repeat(starts + n_events - kept, n_events) >= 0
+    kept_items = [item for item, k in zip(items, keep, strict=True) if k] if not keep.all() else items
+    if not all(isinstance(item, str) for item in kept_items):
+        bad = _first_failing(kept_items, lambda item: isinstance(item, str))
+        raise EncoderError(f"segment {owner[keep][bad]}: item ids must be strings")
+    return SegmentBatchArrays(vocab.rows(kept_items), action[keep], features[keep], kept, _starts(kept))
+
+
+def segment_arrays(
+    segment: SegmentInput, vocab: ItemVocabulary, config: SegmentEncoderConfig, index: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return one segment's (item rows (n,), action rows (n,), time features (n, 4)), n <= max_events,
+    as batch_arrays computes them; `index` only names the segment in error messages."""
+    rows, actions, features, _, _ = batch_arrays([segment], vocab, config, index)
+    return rows, actions, features
 
 
 def pad_segments(
     arrays: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], length: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, ...]:
     """Stack segment_arrays outputs into (B, length) model inputs: real events first, then padding
     rows and zeros."""
-    B = len(arrays)
-    items = np.zeros((B, length), dtype=np.int64)
-    actions = np.zeros((B, length), dtype=np.int64)
-    features = np.zeros((B, length, N_TIME_FEATURES), dtype=np.float32)
-    mask = np.zeros((B, length), dtype=np.bool_)
-    for r, (rows, acts, feats) in enumerate(arrays):
-        n = len(rows)
-        items[r, :n] = rows
-        actions[r, :n] = acts
-        features[r, :n] = feats
-        mask[r, :n] = True
-    tensors = [torch.from_numpy(a) for a in (items, actions, features, mask)]
-    if device.type == "cuda":
-        # From pinned memory the copy is asynchronous: the host pads the next pass while the GPU
-        # runs this one, instead of waiting for it at every copy.
-        return tuple(t.pin_memory().to(device, non_blocking=True) for t in tensors)  # type: ignore[return-value]
-    return tuple(t.to(device) for t in tensors)  # type: ignore[return-value]
+    return SegmentBatchArrays.concat(arrays).padded(np.arange(len(arrays)), length, device)
+
+
+def _starts(lengths: np.ndarray) -> np.ndarray:
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return starts
+
+
+def _signed_log1p(x: np.ndarray) -> np.ndarray:
+    return np.copysign(np.log1p(np.abs(x)), x)
+
+
+def _int64(values: list[Any], owner: np.ndarray) -> np.ndarray:
+    try:
+        return np.array([operator.index(v) for v in values], dtype=np.int64)
+    except (TypeError, OverflowError) as exc:
+        bad = _first_failing(values, lambda v: -(2**63) <= operator.index(v) < 2**63)
+        raise EncoderError(
+            f"segment {owner[bad]}: actions and event times must be 64-bit integers ({exc})"
+        ) from None
+
+
+def _first_failing(values: Sequence[Any], check: Callable[[Any], bool]) -> int:
+    """Index of the first value that `check` rejects or raises on."""
+    for i, value in enumerate(values):
+        try:
+            if not check(value):
+                return i
+        except (TypeError, ValueError):
+            return i
+    raise AssertionError("no value fails the check")  # callers call it once one has
 
 
 class ContextState(NamedTuple):
@@ -323,27 +402,23 @@ class SegmentBatchEncoder:
 
     def encode(self, segments: Sequence[SegmentInput]) -> np.ndarray:
         """Return (N, dim) float32 vectors, row i for segments[i]; raise EncoderError on a bad segment."""
-        arrays = [segment_arrays(s, self.vocab, self.config, i) for i, s in enumerate(segments)]
-        out = np.empty((len(arrays), self.dim), dtype=np.float32)
-        by_bucket: dict[int, list[int]] = {}
-        for i, (rows, _, _) in enumerate(arrays):
-            length = next(b for b in self._buckets if b >= len(rows))
-            by_bucket.setdefault(length, []).append(i)
+        arrays = batch_arrays(segments, self.vocab, self.config)
+        out = np.empty((len(segments), self.dim), dtype=np.float32)
+        bucket_of = np.searchsorted(self._buckets, arrays.lengths)  # the first bucket >= the length
         autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self._device.type == "cuda":
             autocast = torch.autocast("cuda", dtype=torch.bfloat16)
-        done: list[tuple[list[int], torch.Tensor]] = []
+        done: list[tuple[np.ndarray, torch.Tensor]] = []
         with torch.inference_mode(), autocast:
-            for length in sorted(by_bucket):
-                members = by_bucket[length]
+            for bucket in np.unique(bucket_of):
+                members = np.flatnonzero(bucket_of == bucket)
+                length = self._buckets[bucket]
                 per_pass = self.max_batch_tokens // length
                 for start in range(0, len(members), per_pass):
                     chunk = members[start : start + per_pass]
-                    batch = [arrays[i] for i in chunk]
-                    if len(batch) == 1:  # never a batch of one; see the module docstring
-                        batch.append(batch[0])
-                    vectors = self._model(*pad_segments(batch, length, self._device))  # (B, dim)
-                    done.append((chunk, vectors[: len(chunk)]))
+                    rows = np.repeat(chunk, 2) if len(chunk) == 1 else chunk  # never a batch of one
+                    inputs = arrays.padded(rows, length, self._device)
+                    done.append((chunk, self._model(*inputs)[: len(chunk)]))  # (B, dim)
         # Copied back only now: on a GPU each copy waits for its kernels, and waiting inside the
         # loop would leave the GPU idle while the next pass is padded and launched.
         for chunk, vectors in done:

@@ -1,9 +1,10 @@
 """The segment encoder: a small transformer that turns one closed segment's events into one vector.
 
 In eval mode, the CPU forward pass is built so that a segment's vector depends on that segment alone (and the
-bucket length it is padded to), never on the other rows of its batch: each segment goes through
-its own matrix products (SegmentLinear, attention per segment and head), LayerNorm and softmax
-work row by row, and the only elementwise ops are exactly rounded ones (add, mul, div, ReLU).
+bucket length it is padded to), never on the other rows of its batch: the linear layers give each
+row the same bits whatever the others (RowwiseLinear), attention runs per segment and head,
+LayerNorm and softmax work row by row, and the only elementwise ops are exactly rounded ones (add,
+mul, div, ReLU).
 encoders.inference explains why, with what was measured, and supplies the rest (bucketing).
 """
 
@@ -123,24 +124,32 @@ _LATER_FIELDS = ("context_layers", "seen_item_score")
 _DEFAULTS = SegmentEncoderConfig()
 
 
-class SegmentLinear(nn.Linear):
-    """nn.Linear that multiplies each segment by the weight in its own GEMM.
+# A CPU product in eval mode pads its rows to a multiple of this (see RowwiseLinear).
+ROW_MULTIPLE = 32
 
-    MKL picks its sgemm kernel by the matrix shape, and small or odd row counts get kernels that
-    sum in another order (measured: a row's output differs in the last bit between M=5 and M=64).
-    Folding the batch into the rows, as nn.Linear does, would tie a segment's vector to the batch
-    size; one (T, in) @ (in, out) product per segment has a shape fixed by its bucket alone.
+
+class RowwiseLinear(nn.Linear):
+    """nn.Linear whose every output row has the same bits whatever the other rows (CPU, eval mode).
+
+    The batch is folded into the rows of one GEMM, as nn.Linear does, but the row count is padded
+    to a multiple of ROW_MULTIPLE first. MKL picks its sgemm kernel by shape: with 1, 2 or 3 rows
+    (and 5 with two threads) a row's output differs in the last bit from the same row inside a
+    larger product, while for every multiple of 32 from 32 to 4,096 rows each row matched a product
+    of 128 rows bit for bit, in any position and company (measured: torch 2.13, MKL 2024.2, AVX-512,
+    and MKL held to AVX2 or SSE4.2 by MKL_ENABLE_INSTRUCTIONS; 1 to 8 threads; weights from 4x64 to
+    2048x512). tests/unit/encoders/test_encoders_inference.py holds every build to it.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            # Training folds the batch into one GEMM: the same up to float rounding, and 2.5x faster
-            # for 8-event segments on one CPU thread (measured; about even for 32-200 events). Only
-            # inference (eval mode) promises vectors that are bit-identical whatever the batch.
+        if self.training or x.device.type != "cpu":  # no bit-identity promised there (inference.py)
             return F.linear(x, self.weight, self.bias)
-        w = self.weight.t().expand(x.size(0), -1, -1)  # (B, in, out), a view of one matrix
-        y = torch.bmm(x, w)  # (B, T, in) @ (B, in, out) -> (B, T, out)
-        return y if self.bias is None else y + self.bias
+        *lead, width = x.shape
+        rows = x.reshape(-1, width)
+        n = rows.size(0)
+        short = -n % ROW_MULTIPLE
+        if short:
+            rows = torch.cat([rows, rows.new_zeros(short, width)])
+        return F.linear(rows, self.weight, self.bias)[:n].view(*lead, -1)
 
 
 class SelfAttention(nn.Module):
@@ -150,8 +159,8 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.n_heads = config.n_heads
         self.dropout = config.dropout
-        self.c_attn = SegmentLinear(config.dim, 3 * config.dim, bias=config.bias)
-        self.c_proj = SegmentLinear(config.dim, config.dim, bias=config.bias)
+        self.c_attn = RowwiseLinear(config.dim, 3 * config.dim, bias=config.bias)
+        self.c_proj = RowwiseLinear(config.dim, config.dim, bias=config.bias)
         self.resid_drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
@@ -194,8 +203,8 @@ class MLP(nn.Module):
 
     def __init__(self, config: SegmentEncoderConfig) -> None:
         super().__init__()
-        self.c_fc = SegmentLinear(config.dim, config.mlp_ratio * config.dim, bias=config.bias)
-        self.c_proj = SegmentLinear(config.mlp_ratio * config.dim, config.dim, bias=config.bias)
+        self.c_fc = RowwiseLinear(config.dim, config.mlp_ratio * config.dim, bias=config.bias)
+        self.c_proj = RowwiseLinear(config.mlp_ratio * config.dim, config.dim, bias=config.bias)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,11 +241,11 @@ class SegmentEncoder(nn.Module):
         self.item_emb = nn.Embedding(config.n_item_buckets, config.dim, padding_idx=0)
         self.action_emb = nn.Embedding(config.n_actions, config.dim)
         self.pos_emb = nn.Embedding(config.max_events, config.dim)
-        self.time_proj = SegmentLinear(N_TIME_FEATURES, config.dim, bias=config.bias)
+        self.time_proj = RowwiseLinear(N_TIME_FEATURES, config.dim, bias=config.bias)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(config.dim, eps=config.layer_norm_eps, bias=config.bias)
-        self.head = SegmentLinear(config.dim, config.dim, bias=False)  # token states -> item space
+        self.head = RowwiseLinear(config.dim, config.dim, bias=False)  # token states -> item space
         # Not read by forward(): scorers add it to a candidate's score (row 0 and 1 stay unused).
         self.item_bias = nn.Parameter(torch.zeros(config.n_item_buckets)) if config.item_bias else None
         # Not read by forward() either: run over a user's segment vectors when a representation is built.
@@ -282,8 +291,8 @@ class SegmentEncoder(nn.Module):
         x = self.drop(x + self.time_proj(features))  # (B, T, C)
         for block in self.blocks:
             x = block(x, mask)
-        # The head maps every token before pooling (the same as after, as it has no bias), so that
-        # it too is a (T, C) @ (C, C) product per segment rather than a (B, C) one.
+        # The head maps every token before pooling (in exact arithmetic the same as after, as it
+        # has no bias).
         x = self.head(self.ln_f(x)).float()  # (B, T, C)
         # Masked mean as one small matmul per segment: padding gets weight 0 and adds exact zeros.
         # In float32 even under bf16 autocast, where 1/n would keep only three digits.

@@ -61,9 +61,9 @@ def test_item_vectors_are_the_input_embeddings(tiny):
 
 
 def test_bucket_ladder():
-    assert bucket_lengths(256) == (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
-    assert bucket_lengths(40) == (8, 12, 16, 24, 32, 40)
-    assert bucket_lengths(8) == (8,)
+    assert bucket_lengths(256) == (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+    assert bucket_lengths(40) == (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 40)
+    assert bucket_lengths(8) == (1, 2, 3, 4, 6, 8)
 
 
 def _batches(rng, pool, sizes):
@@ -77,7 +77,7 @@ def test_vectors_do_not_depend_on_the_batch(which, request):
     """A segment's vector is bit-identical alone, in any batch, any position, any company."""
     enc = request.getfixturevalue(which)
     rng = random.Random(11)
-    lengths = [1, 2, 5, 8, 9, 13, 24, 25, 33, 47, 64, 100, 256, 300]
+    lengths = [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 24, 25, 33, 47, 64, 100, 256, 300]
     pool = [random_segment(rng, n) for n in lengths if n <= 2 * enc.config.max_events]
     alone = [enc.encode([s])[0] for s in pool]
     for idx, batch in _batches(rng, pool, [2, 3, 7, 16, 40, 97]):
@@ -96,7 +96,7 @@ def test_vectors_do_not_depend_on_the_batch(which, request):
 @pytest.mark.parametrize("threads", [1, 3])
 def test_vectors_do_not_depend_on_torch_threads(default, threads):
     rng = random.Random(5)
-    batch = [random_segment(rng, n) for n in (3, 20, 40, 120, 20)]
+    batch = [random_segment(rng, n) for n in (1, 3, 20, 40, 120, 20, 2)]
     want = default.encode(batch)
     before = torch.get_num_threads()
     try:
@@ -174,6 +174,7 @@ def test_time_features():
         (SegmentInput(["a"], [1.5], [1], [None]), "integers"),
         (SegmentInput([7], [1], [1], [None]), "item ids must be strings"),
         (SegmentInput(["a"], [1], [1], ["five"]), "not a number"),
+        (SegmentInput(["a"], [1], [2**70], [None]), "64-bit integers"),
     ],
 )
 def test_bad_segments_are_refused(tiny, segment, message):
