@@ -15,6 +15,7 @@ topic, acknowledged by Kafka before the store write that moves the applied offse
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -447,8 +448,11 @@ def _extend(target: dict[str, Any], events: list[dict[str, Any]], source: dict[s
     target["last_offset"] = max(target["last_offset"], source["last_offset"])
 
 
+_EVENT_TIME = operator.itemgetter("event_time_ms")
+
+
 def _segment_input(record: dict[str, Any]) -> SegmentInput:
-    events = sorted(record["events"], key=lambda e: e["event_time_ms"])  # stable: ties keep arrival order
+    events = sorted(record["events"], key=_EVENT_TIME)  # stable: ties keep arrival order
     return SegmentInput(
         item_ids=[e["item_id"] for e in events],
         actions=[_ACTION_INDEX[e["action"]] for e in events],

@@ -29,7 +29,7 @@ def fuse(
     `vectors` (K, d): the segments' contextual vectors (encoders.context), or by default their own."""
     weights = recency_weights([s.last_event_ms for s in segments], half_life_ms)
     if vectors is None:
-        vectors = np.stack([s.vector for s in segments])  # (K, d)
+        vectors = np.array([s.vector for s in segments])  # (K, d)
     fused = (weights[:, None] * vectors).sum(axis=0, dtype=np.float32)  # (d,)
     return weights, fused
 
@@ -44,8 +44,10 @@ def representation_record(
     """The UserRepresentation record for segments given newest first (at least one), carrying
     `vectors` (K, d) (contextual ones; by default the segments' stored vectors)."""
     if vectors is None:
-        vectors = np.stack([s.vector for s in segments])  # (K, d)
+        vectors = np.array([s.vector for s in segments])  # (K, d)
     weights, fused = fuse(segments, half_life_ms, vectors)
+    raw = np.ascontiguousarray(vectors, dtype="<f4").tobytes()  # one copy, sliced per segment
+    size = len(raw) // len(segments)
     return {
         "user_id": user_id,
         "model_version": model_version,
@@ -58,9 +60,9 @@ def representation_record(
                 "last_event_ms": s.last_event_ms,
                 "event_count": s.event_count,
                 "weight": float(w),
-                "vector": np.asarray(v, dtype="<f4").tobytes(),
+                "vector": raw[i * size : (i + 1) * size],
             }
-            for s, w, v in zip(segments, weights, vectors, strict=True)
+            for i, (s, w) in enumerate(zip(segments, weights, strict=True))
         ],
         "fused": np.asarray(fused, dtype="<f4").tobytes(),
         "updated_at_ms": max(s.last_event_ms for s in segments),
