@@ -7,19 +7,19 @@ nn.Linear does, breaks that: MKL picks its sgemm kernel by shape, and a row's ou
 last bit between a 5-row and a 64-row product (measured, torch 2.13, MKL 2024.2, AVX-512). So:
 
 1. A segment's padded length is a function of the segment alone: its event count rounded up to a
-   fixed ladder (1, 2, 3, 4, 6, 8, 12, 16, 24, ..., max_events). Batches group one bucket, so short
-   segments are not padded to the longest, and no segment's tensors change shape with the company
-   it keeps. Most segments are short (on the benchmark's stream a third hold one event), so the
-   ladder starts at 1.
-2. The linear layers fold the batch into the rows of one GEMM padded to a multiple of 32 rows,
-   where MKL gives every row the same bits whatever the others (RowwiseLinear in encoders.model,
-   with what was measured); attention is batched per segment and head on contiguous tensors;
-   LayerNorm and softmax work row by row; the only elementwise ops are exactly-rounded ones (add,
-   mul, div, ReLU). Torch's vectorised transcendentals (GELU, sigmoid, log1p, ...) round
-   differently in a loop's vector body and its scalar tail, so their result depends on an
-   element's offset in the flattened batch; the model uses none, and the time features are
-   computed per event in Python.
-3. No forward pass has a batch of one: torch hands a batch of one matrix pair to mm and a batch of
+   fixed ladder (1, 2, 4, 8, ..., max_events). Only attention and pooling see that padded layout,
+   one group of equal lengths at a time, so no segment's tensors change shape with the company it
+   keeps.
+2. The linear layers and norms run once per pass over the real events of every segment, packed
+   one after the other (SegmentEncoder.forward_packed), in one GEMM padded to a multiple of 32
+   rows, where MKL gives every row the same bits whatever the others (RowwiseLinear in
+   encoders.model, with what was measured); attention is batched per segment and head on
+   contiguous tensors; LayerNorm and softmax work row by row; the only elementwise ops are
+   exactly-rounded ones (add, mul, div, ReLU). Torch's vectorised transcendentals (GELU, sigmoid,
+   log1p, ...) round differently in a loop's vector body and its scalar tail, so their result
+   depends on an element's offset in the flattened batch; the model uses none, and the time
+   features are computed with numpy (batch_arrays says why that is safe).
+3. No group has a batch of one: torch hands a batch of one matrix pair to mm and a batch of
    several to its own small-matrix loop or MKL's batched GEMM, which sum in different orders for
    small products (attention's). A lone segment is encoded beside a copy of itself.
 4. dim and max_events are multiples of 8 (SegmentEncoderConfig checks), the shapes measured.
@@ -34,9 +34,10 @@ bf16 autocast and cuBLAS's heuristics make vectors close, not identical.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import operator
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -46,7 +47,7 @@ import torch
 from encoders.checkpoint import content_version, read_checkpoint, write_checkpoint
 from encoders.context import N_CONTEXT_FEATURES, context_features
 from encoders.errors import EncoderError
-from encoders.model import N_TIME_FEATURES, SegmentEncoder, SegmentEncoderConfig
+from encoders.model import N_TIME_FEATURES, PackedGroup, SegmentEncoder, SegmentEncoderConfig
 from encoders.scoring import candidate_bias, seen_mask
 from encoders.vocab import ItemVocabulary
 from schemas import ACTIONS
@@ -93,17 +94,16 @@ class SegmentInput:
 
 
 def bucket_lengths(max_events: int) -> tuple[int, ...]:
-    """Return the padded lengths segments are bucketed to: 1, 2, 3, 4, 6, 8, 12, ..., then max_events.
+    """Return the lengths segments are padded to for attention: 1, 2, 4, 8, ..., then max_events.
 
-    Steps of 1.5x and 2x alternate, so padding wastes at most a third of a pass; the ladder depends
-    on max_events only (never on a batch).
+    The linear layers see only real events (SegmentEncoder.forward_packed), so padding costs only
+    attention, which is cheap next to them; fewer lengths mean fewer groups per pass. The ladder
+    depends on max_events only (never on a batch).
     """
     lengths = []
     length = 1
     while length < max_events:
         lengths.append(length)
-        if length < length * 3 // 2 < max_events:
-            lengths.append(length * 3 // 2)
         length *= 2
     return (*lengths, max_events)
 
@@ -145,6 +145,57 @@ class SegmentBatchArrays(NamedTuple):
             # runs this one, instead of waiting for it at every copy.
             return tuple(t.pin_memory().to(device, non_blocking=True) for t in tensors)
         return tuple(t.to(device) for t in tensors)
+
+    def packed(self, members: np.ndarray, lengths: np.ndarray, device: torch.device) -> PackedBatch:
+        """SegmentEncoder.forward_packed's inputs for the segments `members`, given in order of
+        their padded `lengths`: their events one after the other, and a group per length."""
+        counts = self.lengths[members]
+        starts = _starts(counts)
+        total = int(counts.sum())
+        within = np.arange(total) - np.repeat(starts, counts)  # each event's position in its segment
+        events = np.repeat(self.offsets[members], counts) + within
+        groups = []
+        for length, first, end in _runs(lengths):
+            rows = np.arange(first, end)
+            if len(rows) == 1:  # never a batch of one; see the module docstring
+                rows = np.repeat(rows, 2)
+            positions = np.arange(length)
+            mask = positions < counts[rows, None]  # (B, length)
+            index = np.where(mask, starts[rows, None] + positions, total)  # total: the padding row
+            groups.append(PackedGroup(*(_tensor(a, device) for a in (index, mask, rows))))
+        items, actions, features, within = (
+            _tensor(a, device)
+            for a in (self.rows[events], self.actions[events], self.features[events], within)
+        )
+        return PackedBatch(items, actions, features, within, groups, len(members))
+
+
+class PackedBatch(NamedTuple):
+    """SegmentEncoder.forward_packed's arguments."""
+
+    items: torch.Tensor
+    actions: torch.Tensor
+    features: torch.Tensor
+    positions: torch.Tensor
+    groups: list[PackedGroup]
+    n_segments: int
+
+
+def _runs(values: np.ndarray) -> Iterator[tuple[int, int, int]]:
+    """(value, first, end) of each run of equal values in a sorted array."""
+    edges = np.flatnonzero(np.diff(values)) + 1
+    bounds = [0, *edges.tolist(), len(values)]
+    for first, end in itertools.pairwise(bounds):
+        yield int(values[first]), first, end
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        # From pinned memory the copy is asynchronous: the host prepares the next pass while the
+        # GPU runs this one, instead of waiting for it at every copy.
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
 
 
 def batch_arrays(
@@ -269,6 +320,17 @@ def _first_failing(values: Sequence[Any], check: Callable[[Any], bool]) -> int:
         except (TypeError, ValueError):
             return i
     raise AssertionError("no value fails the check")  # callers call it once one has
+
+
+def _passes(order: np.ndarray, padded: np.ndarray, max_tokens: int) -> Iterator[np.ndarray]:
+    """Cut segments sorted by padded length into passes of at most max_tokens padded events."""
+    cumulative = np.cumsum(padded)
+    first = 0
+    while first < len(order):
+        base = cumulative[first - 1] if first else 0
+        end = int(np.searchsorted(cumulative, base + max_tokens, side="right"))
+        yield order[first:end]
+        first = end
 
 
 class ContextState(NamedTuple):
@@ -404,21 +466,17 @@ class SegmentBatchEncoder:
         """Return (N, dim) float32 vectors, row i for segments[i]; raise EncoderError on a bad segment."""
         arrays = batch_arrays(segments, self.vocab, self.config)
         out = np.empty((len(segments), self.dim), dtype=np.float32)
-        bucket_of = np.searchsorted(self._buckets, arrays.lengths)  # the first bucket >= the length
+        buckets = np.asarray(self._buckets)
+        padded = buckets[np.searchsorted(buckets, arrays.lengths)]  # the first bucket >= each length
+        order = np.argsort(padded, kind="stable")
         autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if self._device.type == "cuda":
             autocast = torch.autocast("cuda", dtype=torch.bfloat16)
         done: list[tuple[np.ndarray, torch.Tensor]] = []
         with torch.inference_mode(), autocast:
-            for bucket in np.unique(bucket_of):
-                members = np.flatnonzero(bucket_of == bucket)
-                length = self._buckets[bucket]
-                per_pass = self.max_batch_tokens // length
-                for start in range(0, len(members), per_pass):
-                    chunk = members[start : start + per_pass]
-                    rows = np.repeat(chunk, 2) if len(chunk) == 1 else chunk  # never a batch of one
-                    inputs = arrays.padded(rows, length, self._device)
-                    done.append((chunk, self._model(*inputs)[: len(chunk)]))  # (B, dim)
+            for members in _passes(order, padded[order], self.max_batch_tokens):
+                batch = arrays.packed(members, padded[members], self._device)
+                done.append((members, self._model.forward_packed(*batch)))  # (len(members), dim)
         # Copied back only now: on a GPU each copy waits for its kernels, and waiting inside the
         # loop would leave the GPU idle while the next pass is padded and launched.
         for chunk, vectors in done:

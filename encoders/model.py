@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ from encoders.context import SegmentContext
 from encoders.errors import EncoderError
 from schemas import ACTIONS
 
-__all__ = ["N_TIME_FEATURES", "SEEN_ITEM_SCALE", "SegmentEncoder", "SegmentEncoderConfig"]
+__all__ = ["N_TIME_FEATURES", "SEEN_ITEM_SCALE", "PackedGroup", "SegmentEncoder", "SegmentEncoderConfig"]
 
 # Per-event time features, computed by encoders.inference.segment_arrays: log1p seconds since the
 # segment's earliest event, signed log1p seconds since the previous event, signed log1p of the
@@ -164,9 +165,27 @@ class SelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.size()
+        return self.resid_drop(self.c_proj(self._attend(self.c_attn(x), key_mask)))
+
+    def forward_packed(self, x: torch.Tensor, groups: Sequence[PackedGroup]) -> torch.Tensor:
+        """forward() for packed tokens x (N, C): each group gathered into its padded (B, T) layout
+        for attention, the projections over all N rows at once."""
+        n, width = x.size()
+        qkv = self.c_attn(x)
+        qkv = torch.cat([qkv, qkv.new_zeros(1, qkv.size(1))])  # row N: what padding reads
+        y = qkv.new_empty(n + 1, width)  # row N: where padding writes (in qkv's dtype under autocast)
+        for group in groups:
+            if group.gather.size(1) == 1:  # one event attends to itself alone: exactly its value
+                y[group.gather[:, 0]] = qkv[group.gather[:, 0], 2 * width :]
+            else:
+                y[group.gather] = self._attend(qkv[group.gather], group.mask)
+        return self.c_proj(y[:n])
+
+    def _attend(self, qkv: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        B, T, C3 = qkv.size()
+        C = C3 // 3
         hs = C // self.n_heads
-        q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, C) each
+        q, k, v = qkv.split(C, dim=2)  # (B, T, C) each
         # contiguous(): a strided view reaches MKL with another leading dimension (and, at B=1,
         # without the copy matmul makes for B>1), which changes its kernel and the last bits.
         q = q.view(B, T, self.n_heads, hs).transpose(1, 2).contiguous()  # (B, nh, T, hs)
@@ -174,9 +193,8 @@ class SelfAttention(nn.Module):
         v = v.view(B, T, self.n_heads, hs).transpose(1, 2).contiguous()  # (B, nh, T, hs)
         # Not the fused kernel on CPU, even while training: its CPU backward is not reproducible with
         # more than one thread (measured: 1 of 4 seeded runs differed), and training must be.
-        y = attend(q, k, v, key_mask, dropout=self.dropout if self.training else 0.0, fused=x.is_cuda)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
-        return self.resid_drop(self.c_proj(y))
+        y = attend(q, k, v, key_mask, dropout=self.dropout if self.training else 0.0, fused=qkv.is_cuda)
+        return y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
 
 
 def attend(
@@ -223,6 +241,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), key_mask)
+        return x + self.mlp(self.ln_2(x))
+
+    def forward_packed(self, x: torch.Tensor, groups: Sequence[PackedGroup]) -> torch.Tensor:
+        x = x + self.attn.forward_packed(self.ln_1(x), groups)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -294,8 +316,51 @@ class SegmentEncoder(nn.Module):
         # The head maps every token before pooling (in exact arithmetic the same as after, as it
         # has no bias).
         x = self.head(self.ln_f(x)).float()  # (B, T, C)
-        # Masked mean as one small matmul per segment: padding gets weight 0 and adds exact zeros.
-        # In float32 even under bf16 autocast, where 1/n would keep only three digits.
-        w = mask.float() / mask.sum(dim=1, keepdim=True).float()  # (B, T)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return torch.bmm(w.unsqueeze(1), x).squeeze(1)  # (B, 1, T) @ (B, T, C) -> (B, C)
+        return _masked_mean(x, mask)
+
+    def forward_packed(
+        self,
+        items: torch.Tensor,
+        actions: torch.Tensor,
+        features: torch.Tensor,
+        positions: torch.Tensor,
+        groups: Sequence[PackedGroup],
+        n_segments: int,
+    ) -> torch.Tensor:
+        """forward() in eval mode for segments of many lengths at once, given as their N events one
+        after the other: items, actions, positions (N,) and features (N, N_TIME_FEATURES). The
+        linear layers and norms run once over the N real events (no padding, one product per layer);
+        attention and pooling run per group, each a bucket of segments in forward()'s padded layout.
+        Returns (n_segments, dim), row i for the segment that groups place at output row i.
+
+        On CPU each vector is bit for bit what forward() gives for its segment padded to its group's
+        length (tests/unit/encoders), since every step is row by row or per segment, and padding
+        only ever adds exact zeros.
+        """
+        x = self.item_emb(items) + self.action_emb(actions) + self.pos_emb(positions)  # (N, C)
+        x = self.drop(x + self.time_proj(features))
+        for block in self.blocks:
+            x = cast(Block, block).forward_packed(x, groups)
+        x = self.head(self.ln_f(x)).float()  # (N, C)
+        x = torch.cat([x, x.new_zeros(1, x.size(1))])  # row N: what padding reads
+        out = x.new_empty(n_segments, x.size(1))
+        for group in groups:
+            out[group.rows] = _masked_mean(x[group.gather], group.mask)
+        return out
+
+
+class PackedGroup(NamedTuple):
+    """Segments of one padded length in a packed batch (SegmentEncoder.forward_packed)."""
+
+    gather: torch.Tensor  # (B, T) int64 row of each segment's events in the packed batch; N where padded
+    mask: torch.Tensor  # (B, T) bool, True on real events (which come first)
+    rows: torch.Tensor  # (B,) int64 output row of each segment
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, C), (B, T) -> (B, C): the mean over real events, as one small matmul per segment
+    (padding gets weight 0 and adds exact zeros). In float32 even under bf16 autocast, where 1/n
+    would keep only three digits."""
+    w = mask.float() / mask.sum(dim=1, keepdim=True).float()  # (B, T)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return torch.bmm(w.unsqueeze(1), x).squeeze(1)  # (B, 1, T) @ (B, T, C) -> (B, C)
