@@ -67,7 +67,10 @@ def test_a_crash_at_each_boundary_loses_and_doubles_nothing(make_pipeline, figur
     share = len(events) // len(BOUNDARIES) + 1
     for k, boundary in enumerate(BOUNDARIES):  # each run gets new events, so it crashes mid-work
         pipeline.produce(events[k * share : (k + 1) * share])
-        worker = pipeline.start_worker("w", MSLI_CRASH_AT=f"{boundary}@2")
+        # A crash at an encoder-stage boundary @2 needs a second micro-batch. A share (about 240
+        # closed segments) may reach the stage in one micro-batch of 256 when the segmenter runs in
+        # a process of its own, and the worker then waited forever; micro-batches of 32 make it 7+.
+        worker = pipeline.start_worker("w", MSLI_CRASH_AT=f"{boundary}@2", MSLI_ENCODE_BATCH_SIZE="32")
         status = worker.wait_exit(timeout=240)
         assert status == -signal.SIGKILL, f"{boundary}: exit {status}\n{worker.log()[-3000:]}"
         assert f"crash injected at {boundary}" in worker.log()
