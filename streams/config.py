@@ -127,14 +127,16 @@ class MsliSettings(BaseSettings):
     state_dir: Path = Path("msli-state")
     encoder_checkpoint: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Off by default: with it on, a worker restarted right after a crash that hit while its faust
-    # consumer was still joining the group sometimes never got its closed-segments partitions from
-    # the local broker (2 of 7 runs of the crash-at-each-boundary test; 0 of 4 with the thread), and
-    # it bought no throughput on 2 shared cores (docs/performance.md). Cause not established.
+    # On by default since the encoder stage has a confluent-kafka consumer of its own (the restart
+    # hang once seen with it involved faust's consumer, now gone): with it, the crash-at-each-boundary
+    # test passed 8 of 8 runs in a row and the reliability and worker integration tests passed, and
+    # the worker ran end to end 18-29% faster with a lower freshness p99 on 2 shared cores
+    # (docs/performance.md, item 7). False keeps the segmenter a thread of the worker.
     segmenter_process: bool = Field(
-        default=False,
-        description="Run the segmenter in a process of its own (a core of its own; one process holds "
-        "one interpreter lock); false: a thread of the worker process.",
+        default=True,
+        description="Run the segmenter in a child process (a core of its own, since one process holds "
+        "one interpreter lock; it dies with the worker, and its failure stops the worker); false: a "
+        "thread of the worker process.",
     )
     torch_threads: int = Field(
         default=0,
