@@ -139,12 +139,7 @@ class SegmentBatchArrays(NamedTuple):
         items = np.append(self.rows, 0)[index]
         actions = np.append(self.actions, 0)[index]
         features = np.concatenate([self.features, np.zeros((1, N_TIME_FEATURES), np.float32)])[index]
-        tensors = [torch.from_numpy(a) for a in (items, actions, features, mask)]
-        if device.type == "cuda":
-            # From pinned memory the copy is asynchronous: the host pads the next pass while the GPU
-            # runs this one, instead of waiting for it at every copy.
-            return tuple(t.pin_memory().to(device, non_blocking=True) for t in tensors)
-        return tuple(t.to(device) for t in tensors)
+        return tuple(_tensor(a, device) for a in (items, actions, features, mask))
 
     def packed(self, members: np.ndarray, lengths: np.ndarray, device: torch.device) -> PackedBatch:
         """SegmentEncoder.forward_packed's inputs for the segments `members`, given in order of
