@@ -47,7 +47,7 @@ import torch
 from encoders.checkpoint import content_version, read_checkpoint, write_checkpoint
 from encoders.context import N_CONTEXT_FEATURES, context_features
 from encoders.errors import EncoderError
-from encoders.model import N_TIME_FEATURES, PackedGroup, SegmentEncoder, SegmentEncoderConfig
+from encoders.model import N_TIME_FEATURES, ROW_MULTIPLE, PackedGroup, SegmentEncoder, SegmentEncoderConfig
 from encoders.scoring import candidate_bias, seen_mask
 from encoders.vocab import ItemVocabulary
 from schemas import ACTIONS
@@ -146,9 +146,10 @@ class SegmentBatchArrays(NamedTuple):
         their padded `lengths`: their events one after the other, and a group per length."""
         counts = self.lengths[members]
         starts = _starts(counts)
-        total = int(counts.sum())
+        total = int(counts.sum())  # row `total` and those after it are padding
         within = np.arange(total) - np.repeat(starts, counts)  # each event's position in its segment
         events = np.repeat(self.offsets[members], counts) + within
+        padding = -(total + 1) % ROW_MULTIPLE + 1
         groups = []
         for length, first, end in _runs(lengths):
             rows = np.arange(first, end)
@@ -159,7 +160,7 @@ class SegmentBatchArrays(NamedTuple):
             index = np.where(mask, starts[rows, None] + positions, total)  # total: the padding row
             groups.append(PackedGroup(*(_tensor(a, device) for a in (index, mask, rows))))
         items, actions, features, within = (
-            _tensor(a, device)
+            _tensor(_pad_rows(a, padding), device)
             for a in (self.rows[events], self.actions[events], self.features[events], within)
         )
         return PackedBatch(items, actions, features, within, groups, len(members))
@@ -182,6 +183,13 @@ def _runs(values: np.ndarray) -> Iterator[tuple[int, int, int]]:
     bounds = [0, *edges.tolist(), len(values)]
     for first, end in itertools.pairwise(bounds):
         yield int(values[first]), first, end
+
+
+def _pad_rows(array: np.ndarray, count: int) -> np.ndarray:
+    """`array` followed by `count` rows of zeros."""
+    out = np.zeros((len(array) + count, *array.shape[1:]), dtype=array.dtype)
+    out[: len(array)] = array
+    return out
 
 
 def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:

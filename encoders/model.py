@@ -170,16 +170,17 @@ class SelfAttention(nn.Module):
     def forward_packed(self, x: torch.Tensor, groups: Sequence[PackedGroup]) -> torch.Tensor:
         """forward() for packed tokens x (N, C): each group gathered into its padded (B, T) layout
         for attention, the projections over all N rows at once."""
-        n, width = x.size()
+        width = x.size(1)
         qkv = self.c_attn(x)
-        qkv = torch.cat([qkv, qkv.new_zeros(1, qkv.size(1))])  # row N: what padding reads
-        y = qkv.new_empty(n + 1, width)  # row N: where padding writes (in qkv's dtype under autocast)
+        # Padding rows stay finite (zero where no group writes), since attention reads them as
+        # masked keys: a zero weight times a finite value adds an exact zero, as in forward().
+        y = qkv.new_zeros(x.size(0), width)  # in qkv's dtype under autocast
         for group in groups:
             if group.gather.size(1) == 1:  # one event attends to itself alone: exactly its value
                 y[group.gather[:, 0]] = qkv[group.gather[:, 0], 2 * width :]
             else:
                 y[group.gather] = self._attend(qkv[group.gather], group.mask)
-        return self.c_proj(y[:n])
+        return self.c_proj(y)
 
     def _attend(self, qkv: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         B, T, C3 = qkv.size()
@@ -327,22 +328,25 @@ class SegmentEncoder(nn.Module):
         groups: Sequence[PackedGroup],
         n_segments: int,
     ) -> torch.Tensor:
-        """forward() in eval mode for segments of many lengths at once, given as their N events one
-        after the other: items, actions, positions (N,) and features (N, N_TIME_FEATURES). The
-        linear layers and norms run once over the N real events (no padding, one product per layer);
-        attention and pooling run per group, each a bucket of segments in forward()'s padded layout.
-        Returns (n_segments, dim), row i for the segment that groups place at output row i.
+        """forward() in eval mode for segments of many lengths at once, given as their events one
+        after the other: items, actions, positions (R,) and features (R, N_TIME_FEATURES), where
+        the real events are followed by padding rows (item row 0, action 0, position 0, zero
+        features) up to a multiple of ROW_MULTIPLE, at least one: the row the groups' padded
+        positions read. The linear layers and norms run once over the R rows, so RowwiseLinear
+        pads nothing itself (one product per layer, no copies to pad or to cut each layer's
+        input); attention and pooling run per group, each a bucket of segments in forward()'s
+        padded layout. Returns (n_segments, dim), row i for the segment that groups place at
+        output row i.
 
         On CPU each vector is bit for bit what forward() gives for its segment padded to its group's
         length (tests/unit/encoders), since every step is row by row or per segment, and padding
         only ever adds exact zeros.
         """
-        x = self.item_emb(items) + self.action_emb(actions) + self.pos_emb(positions)  # (N, C)
+        x = self.item_emb(items) + self.action_emb(actions) + self.pos_emb(positions)  # (R, C)
         x = self.drop(x + self.time_proj(features))
         for block in self.blocks:
             x = cast(Block, block).forward_packed(x, groups)
-        x = self.head(self.ln_f(x)).float()  # (N, C)
-        x = torch.cat([x, x.new_zeros(1, x.size(1))])  # row N: what padding reads
+        x = self.head(self.ln_f(x)).float()  # (R, C)
         out = x.new_empty(n_segments, x.size(1))
         for group in groups:
             out[group.rows] = _masked_mean(x[group.gather], group.mask)
@@ -352,7 +356,7 @@ class SegmentEncoder(nn.Module):
 class PackedGroup(NamedTuple):
     """Segments of one padded length in a packed batch (SegmentEncoder.forward_packed)."""
 
-    gather: torch.Tensor  # (B, T) int64 row of each segment's events in the packed batch; N where padded
+    gather: torch.Tensor  # (B, T) int64 row of each segment's events in the packed batch; a padding row where padded
     mask: torch.Tensor  # (B, T) bool, True on real events (which come first)
     rows: torch.Tensor  # (B,) int64 output row of each segment
 
