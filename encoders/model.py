@@ -356,7 +356,7 @@ class SegmentEncoder(nn.Module):
 class PackedGroup(NamedTuple):
     """Segments of one padded length in a packed batch (SegmentEncoder.forward_packed)."""
 
-    gather: torch.Tensor  # (B, T) int64 row of each segment's events in the packed batch; a padding row where padded
+    gather: torch.Tensor  # (B, T) int64 row of each of the segments' events; a padding row where padded
     mask: torch.Tensor  # (B, T) bool, True on real events (which come first)
     rows: torch.Tensor  # (B,) int64 output row of each segment
 
