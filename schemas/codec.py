@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -92,6 +92,11 @@ class AvroCodec:
         # Hand-written paths for the hot records; they return None where fastavro must decide.
         self._fast_decode = fast_paths.decoder(schema_name, ACTIONS)
         self._fast_encode = fast_paths.encoder(schema_name, ACTIONS, CLOSE_REASONS)
+        self._reason_bytes = fast_paths.symbol_bytes(CLOSE_REASONS)
+        self._action_bytes = fast_paths.symbol_bytes(ACTIONS)
+        self._event_bytes_inside = schema_name == "BehaviourEvent" and fast_paths.segment_event_fields_match(
+            self.schema, load_schema("ClosedSegment")
+        )
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """Serialise one record; raise SchemaError naming the problem if it does not fit."""
@@ -106,6 +111,37 @@ class AvroCodec:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise SchemaError(f"{self.schema_name}: {exc}") from None
         return buf.getvalue()
+
+    def encode_closed_segment_parts(self, head: Sequence[Any], event_bytes: list[bytes]) -> bytes:
+        """A ClosedSegment's bytes from its fields other than events, in the schema's order, and its
+        events' encodings (segment_event_bytes'), which are copied instead of encoded again."""
+        if self.schema_name != "ClosedSegment":
+            raise SchemaError(f"encode_closed_segment_parts writes ClosedSegment, not {self.schema_name}")
+        body = fast_paths.encode_closed_segment_parts(head, event_bytes, self._reason_bytes)
+        if body is None:
+            raise SchemaError(f"ClosedSegment: unusual fields {tuple(head)!r}")
+        return self._header + body
+
+    def segment_event_bytes(self, data: bytes, event: dict[str, Any]) -> bytes:
+        """The SegmentEvent encoding of `event`, decoded from the BehaviourEvent bytes `data`: cut
+        out of them where its context map is empty (the bytes as their producer wrote them; the
+        same as encoding the fields again wherever they are canonical Avro, as every Avro library
+        writes it), else encoded from its fields."""
+        if self.schema_name != "BehaviourEvent":
+            raise SchemaError(f"segment_event_bytes reads BehaviourEvent, not {self.schema_name}")
+        if self._event_bytes_inside and not event["context"]:
+            return fast_paths.segment_event_bytes(data, len(self._header))
+        fields = (
+            event["item_id"],
+            event["action"],
+            event["event_time_ms"],
+            event["weight"],
+            event["event_id"],
+        )
+        encoded = fast_paths.encode_segment_event(*fields, self._action_bytes)
+        if encoded is None:
+            raise SchemaError(f"SegmentEvent: unusual fields {fields!r}")
+        return encoded
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """Read one record; raise SchemaError if the bytes are not exactly one record of this schema."""

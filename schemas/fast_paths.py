@@ -16,10 +16,18 @@ bytes and records that fastavro accepts, and gives the same values and bytes for
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["decoder", "encoder"]
+__all__ = [
+    "decoder",
+    "encode_closed_segment_parts",
+    "encode_segment_event",
+    "encoder",
+    "segment_event_bytes",
+    "segment_event_fields_match",
+    "symbol_bytes",
+]
 
 _FLOAT = struct.Struct("<f")
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
@@ -159,6 +167,47 @@ _NULL = b"\x00"
 _SOME = b"\x02"
 
 
+def _closed_segment_head(
+    segment_id: Any, user_id: Any, window_start_ms: Any, window_end_ms: Any, ordinal: Any
+) -> list[bytes]:
+    return [
+        _string(segment_id),
+        _string(user_id),
+        _long(window_start_ms),
+        _long(window_end_ms),
+        _long(ordinal, _INT_MIN, _INT_MAX),
+    ]
+
+
+def _closed_segment_tail(source_partition: Any, first_offset: Any, last_offset: Any) -> list[bytes]:
+    return [_long(source_partition, _INT_MIN, _INT_MAX), _long(first_offset), _long(last_offset)]
+
+
+def _append_event(
+    parts: list[bytes],
+    item_id: Any,
+    action: Any,
+    event_time_ms: Any,
+    weight: Any,
+    event_id: Any,
+    action_bytes: dict[str, bytes],
+) -> None:
+    """Append a SegmentEvent's encoding to parts."""
+    parts.append(_string(item_id))
+    parts.append(action_bytes[action])
+    parts.append(_long(event_time_ms))
+    if weight is None:
+        parts.append(_NULL)
+    elif type(weight) is float:
+        parts.append(_SOME + _FLOAT.pack(weight))
+    else:
+        raise _Unusual
+    parts.append(_NULL if event_id is None else _SOME + _string(event_id))
+
+
+_ENCODE_FAILURES = (_Unusual, KeyError, TypeError, UnicodeEncodeError, OverflowError, struct.error)
+
+
 def encode_closed_segment(
     record: Any, action_bytes: dict[str, bytes], reason_bytes: dict[str, bytes]
 ) -> bytes | None:
@@ -166,43 +215,113 @@ def encode_closed_segment(
     try:
         if type(record) is not dict or len(record) != 10:
             raise _Unusual
+        parts = _closed_segment_head(
+            record["segment_id"],
+            record["user_id"],
+            record["window_start_ms"],
+            record["window_end_ms"],
+            record["ordinal"],
+        )
+        parts.append(reason_bytes[record["close_reason"]])
         events = record["events"]
         if type(events) is not list:
             raise _Unusual
-        parts = [
-            _string(record["segment_id"]),
-            _string(record["user_id"]),
-            _long(record["window_start_ms"]),
-            _long(record["window_end_ms"]),
-            _long(record["ordinal"], _INT_MIN, _INT_MAX),
-            reason_bytes[record["close_reason"]],
-        ]
         if events:
             parts.append(_long(len(events)))
             for e in events:
                 if type(e) is not dict or len(e) != 5:
                     raise _Unusual
-                weight, event_id = e["weight"], e["event_id"]
-                parts.append(_string(e["item_id"]))
-                parts.append(action_bytes[e["action"]])
-                parts.append(_long(e["event_time_ms"]))
-                if weight is None:
-                    parts.append(_NULL)
-                elif type(weight) is float:
-                    parts.append(_SOME + _FLOAT.pack(weight))
-                else:
-                    raise _Unusual
-                parts.append(_NULL if event_id is None else _SOME + _string(event_id))
+                _append_event(
+                    parts,
+                    e["item_id"],
+                    e["action"],
+                    e["event_time_ms"],
+                    e["weight"],
+                    e["event_id"],
+                    action_bytes,
+                )
         parts.append(_NULL)  # end of the events array
-        parts.append(_long(record["source_partition"], _INT_MIN, _INT_MAX))
-        parts.append(_long(record["first_offset"]))
-        parts.append(_long(record["last_offset"]))
-    except (_Unusual, KeyError, TypeError, UnicodeEncodeError, OverflowError, struct.error):
+        parts += _closed_segment_tail(
+            record["source_partition"], record["first_offset"], record["last_offset"]
+        )
+    except _ENCODE_FAILURES:
         return None
     return b"".join(parts)
 
 
-def _symbol_bytes(symbols: tuple[str, ...]) -> dict[str, bytes]:
+def encode_closed_segment_parts(
+    head: Sequence[Any], event_bytes: list[bytes], reason_bytes: dict[str, bytes]
+) -> bytes | None:
+    """ClosedSegment bytes from the record's other fields in the schema's order (segment_id,
+    user_id, window_start_ms, window_end_ms, ordinal, close_reason, source_partition,
+    first_offset, last_offset) and its events' encodings (encode_segment_event's, or cut from
+    their BehaviourEvents by segment_event_bytes): those are copied, not encoded again. None if
+    unusual."""
+    try:
+        segment_id, user_id, window_start_ms, window_end_ms, ordinal, reason, partition, first, last = head
+        parts = _closed_segment_head(segment_id, user_id, window_start_ms, window_end_ms, ordinal)
+        parts.append(reason_bytes[reason])
+        if event_bytes:
+            parts.append(_long(len(event_bytes)))
+            parts += event_bytes
+        parts.append(_NULL)  # end of the events array
+        parts += _closed_segment_tail(partition, first, last)
+    except (*_ENCODE_FAILURES, ValueError):
+        return None
+    return b"".join(parts)
+
+
+def encode_segment_event(
+    item_id: Any, action: Any, event_time_ms: Any, weight: Any, event_id: Any, action_bytes: dict[str, bytes]
+) -> bytes | None:
+    """One SegmentEvent's bytes, or None if a value is unusual."""
+    parts: list[bytes] = []
+    try:
+        _append_event(parts, item_id, action, event_time_ms, weight, event_id, action_bytes)
+    except _ENCODE_FAILURES:
+        return None
+    return b"".join(parts)
+
+
+def segment_event_bytes(data: bytes, start: int) -> bytes:
+    """The SegmentEvent encoding inside the bytes of a BehaviourEvent whose context map is empty
+    (the caller has decoded them and checked that): its fields from item_id to event_id are a
+    SegmentEvent's fields with the same types in the same order (checked once by
+    `segment_event_fields_match`), so they are the bytes between user_id and the map's one
+    terminating zero. The segmenter passes them through instead of encoding each event again."""
+    b = data[start]
+    if b < 0x80:  # user ids shorter than 64 bytes: a one-byte length
+        return data[start + 1 + (b >> 1) : -1]
+    n, p = _read_long(data, start)
+    return data[p + n : -1]
+
+
+def segment_event_fields_match(behaviour_event: dict[str, Any], closed_segment: dict[str, Any]) -> bool:
+    """Whether BehaviourEvent's fields after user_id and before context are, name and type,
+    a ClosedSegment's SegmentEvent fields (parsed schemas): what `segment_event_bytes` relies on."""
+    fields = [(f["name"], _shape(f["type"])) for f in behaviour_event["fields"]]
+    (events,) = (f for f in closed_segment["fields"] if f["name"] == "events")
+    inner = [(f["name"], _shape(f["type"])) for f in events["type"]["items"]["fields"]]
+    context = ("context", {"type": "map", "values": "string"})
+    return fields[0] == ("user_id", "string") and fields[-1] == context and fields[1:-1] == inner
+
+
+def _shape(avro_type: Any) -> Any:
+    """A parsed Avro type, comparable between schemas: a named type by its name (it appears in full
+    where it is defined and by name after that), {"type": "long"} as "long", docs and defaults
+    dropped."""
+    if isinstance(avro_type, dict):
+        if avro_type.get("type") in ("enum", "record", "fixed"):
+            return avro_type.get("name")
+        shape = {k: _shape(v) for k, v in avro_type.items() if k not in ("doc", "default")}
+        return shape["type"] if shape.keys() == {"type"} else shape
+    if isinstance(avro_type, list):
+        return [_shape(t) for t in avro_type]
+    return avro_type
+
+
+def symbol_bytes(symbols: tuple[str, ...]) -> dict[str, bytes]:
+    """Each enum symbol's encoding: its index."""
     return {s: _long(i) for i, s in enumerate(symbols)}
 
 
@@ -220,7 +339,6 @@ def encoder(
 ) -> Callable[[Any], bytes | None] | None:
     """The fast encoder of `schema_name`'s bodies, if there is one."""
     if schema_name == "ClosedSegment":
-        action_bytes = {s: _long(i) for i, s in enumerate(actions)}
-        reason_bytes = {s: _long(i) for i, s in enumerate(reasons)}
+        action_bytes, reason_bytes = symbol_bytes(actions), symbol_bytes(reasons)
         return lambda record: encode_closed_segment(record, action_bytes, reason_bytes)
     return None

@@ -27,7 +27,7 @@ from streams.events import BadEvent, EventValidator
 from streams.faults import crash_point
 from streams.publisher import Headers, KafkaPublisher, producer_config
 from streams.topics import CLOSABLE_AT_HEADER, kafka_timestamp_ms
-from streams.windowing import SegmentationConfig, SegmentCloser
+from streams.windowing import ClosedHead, SegmentationConfig, SegmentCloser
 
 __all__ = ["Segmenter", "SegmenterStats"]
 
@@ -132,6 +132,7 @@ class Segmenter:
         now = time.time()
         now_ms = int(now * 1000)
         check = self.validator.check
+        event_bytes = self.validator.codec.segment_event_bytes
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -160,6 +161,7 @@ class Segmenter:
                 event["event_time_ms"],
                 event["weight"],
                 event["event_id"],
+                event_bytes(msg.value(), event),  # type: ignore[arg-type]  # check() refused None
             )
             if len(closer.closed) > closed_before:  # this event made segments closable
                 stamp = kafka_timestamp_ms(msg) or now_ms
@@ -179,17 +181,12 @@ class Segmenter:
     def _emit_closed(self) -> None:
         for partition, closer in self.closers.items():
             stamps = self._closable_at.pop(partition, [])
-            for i, record in enumerate(closer.closed):
-                self.stats.closed[record["close_reason"]] += 1
+            for i, (user_id, reason, value) in enumerate(closer.closed):
+                self.stats.closed[reason] += 1
                 headers: Headers | None = (
                     [(CLOSABLE_AT_HEADER, str(stamps[i]).encode())] if i < len(stamps) else None
                 )
-                self.publisher.send(
-                    self.settings.segments_topic,
-                    record["user_id"].encode(),
-                    self.codec.encode(record),
-                    headers,
-                )
+                self.publisher.send(self.settings.segments_topic, user_id.encode(), value, headers)
             closer.closed.clear()
             closer.late_offsets.clear()
             closer.capped_offsets.clear()
@@ -197,6 +194,11 @@ class Segmenter:
         self.stats.late = sum(c.late for c in self.closers.values())
         self.stats.duplicates = sum(c.duplicates for c in self.closers.values())
         self.publisher.poll()
+
+    def _closed_segment(self, head: ClosedHead, event_bytes: list[bytes]) -> tuple[str, str, bytes]:
+        """(user id, close reason, ClosedSegment bytes): what the closers collect. The events' bytes
+        are those they came in, cut out of their BehaviourEvents, so no event is encoded again."""
+        return head.user_id, head.close_reason, self.codec.encode_closed_segment_parts(head, event_bytes)
 
     def _advance_quiet_partitions(self) -> None:
         """A partition without records for `partition_idle_seconds` follows the wall clock, so a
@@ -303,7 +305,7 @@ class Segmenter:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         saved = self.checkpoints.load(self.topic)
         for tp in partitions:
-            closer = SegmentCloser(self.rules, tp.partition)
+            closer = SegmentCloser(self.rules, tp.partition, write_bytes=self._closed_segment)
             if self.start_offsets is not None and tp.partition in self.start_offsets:
                 tp.offset = closer.next_offset = self.start_offsets[tp.partition]
             elif tp.partition in saved:

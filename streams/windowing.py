@@ -35,16 +35,49 @@ from __future__ import annotations
 
 import heapq
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-__all__ = ["NO_WATERMARK", "SegmentCloser", "SegmentationConfig"]
+__all__ = ["NO_WATERMARK", "ClosedHead", "SegmentCloser", "SegmentationConfig", "closed_segment_record"]
 
 NO_WATERMARK = -(2**63)
 
 # An event inside a segment: (item_id, action, event_time_ms, weight, event_id)
 EventTuple = tuple[str, str, int, "float | None", "str | None"]
+
+
+class ClosedHead(NamedTuple):
+    """A closed segment's fields other than its events, in the ClosedSegment schema's order."""
+
+    segment_id: str
+    user_id: str
+    window_start_ms: int
+    window_end_ms: int
+    ordinal: int
+    close_reason: str
+    source_partition: int
+    first_offset: int
+    last_offset: int
+
+
+def closed_segment_record(head: ClosedHead, events: list[EventTuple]) -> dict[str, Any]:
+    """A closed segment as a ClosedSegment record, its events in arrival order."""
+    return {
+        "segment_id": head.segment_id,
+        "user_id": head.user_id,
+        "window_start_ms": head.window_start_ms,
+        "window_end_ms": head.window_end_ms,
+        "ordinal": head.ordinal,
+        "close_reason": head.close_reason,
+        "events": [
+            {"item_id": i, "action": a, "event_time_ms": t, "weight": w, "event_id": e}
+            for i, a, t, w, e in events
+        ],
+        "source_partition": head.source_partition,
+        "first_offset": head.first_offset,
+        "last_offset": head.last_offset,
+    }
 
 
 @dataclass(frozen=True)
@@ -95,7 +128,7 @@ class _OpenSegment:
         self.first_offset = offset
         self.last_offset = offset
         self.last_ms = NO_WATERMARK
-        self.events: list[EventTuple] = []
+        self.events: list[Any] = []  # EventTuple, or bytes where the closer keeps them (SegmentCloser)
 
 
 class _WindowState:
@@ -113,9 +146,22 @@ class _WindowState:
 
 
 class SegmentCloser:
-    """Open segments and closing decisions for one partition of behaviour events."""
+    """Open segments and closing decisions for one partition of behaviour events.
 
-    def __init__(self, config: SegmentationConfig, partition: int, watermark: int = NO_WATERMARK) -> None:
+    `closed` collects each closed segment as a ClosedSegment record (a dict). A closer made with
+    `write_bytes` keeps each event as the bytes add() was given for it instead of its fields, and
+    collects what write_bytes(head, those bytes) returns: the segmenter's writes the ClosedSegment's
+    Avro bytes around its events' own, so no event is encoded again.
+    """
+
+    def __init__(
+        self,
+        config: SegmentationConfig,
+        partition: int,
+        watermark: int = NO_WATERMARK,
+        *,
+        write_bytes: Callable[[ClosedHead, list[bytes]], Any] | None = None,
+    ) -> None:
         self.config = config
         self.partition = partition
         self.watermark = watermark
@@ -125,7 +171,9 @@ class SegmentCloser:
         # (close at, user, window, ordinal): one entry per open segment, pushed with its first event
         # and moved later only when it comes due (a per-event push made the heap grow with events).
         self._idle_deadlines: list[tuple[int, str, int, int]] = []
-        self.closed: list[dict[str, Any]] = []  # ClosedSegment records, drained by the caller
+        self.closed: list[Any] = []  # ClosedSegment records (or write_bytes'), drained by the caller
+        self._write: Callable[[ClosedHead, list[Any]], Any] = write_bytes or closed_segment_record
+        self._keeps_bytes = write_bytes is not None
         self.late_offsets: list[int] = []  # offsets of late events to dead-letter (policy dead-letter)
         self.capped_offsets: list[int] = []  # offsets of events over the segments-per-window cap
         self.duplicates = 0
@@ -142,13 +190,22 @@ class SegmentCloser:
         event_time_ms: int,
         weight: float | None = None,
         event_id: str | None = None,
+        event_bytes: bytes | None = None,
     ) -> None:
-        """Apply one event (in offset order); closed segments accumulate in `self.closed`."""
+        """Apply one event (in offset order); closed segments accumulate in `self.closed`.
+        `event_bytes`: the event's SegmentEvent encoding, which a closer made with write_bytes
+        keeps instead of the fields (and needs)."""
         cfg = self.config
         self.next_offset = offset + 1
+        if self._keeps_bytes:
+            if event_bytes is None:
+                raise ValueError("a closer made with write_bytes needs every event's event_bytes")
+            event: EventTuple | bytes = event_bytes
+        else:
+            event = (item_id, action, event_time_ms, weight, event_id)
         window = cfg.window_start(user_id, event_time_ms)
         if window + cfg.window_ms + cfg.allowed_lateness_ms <= self.watermark:
-            self._on_late(offset, user_id, window, (item_id, action, event_time_ms, weight, event_id))
+            self._on_late(offset, user_id, window, event)
             return
         key = (user_id, window)
         state = self._windows.get(key)
@@ -168,7 +225,7 @@ class SegmentCloser:
             if segment is None:
                 segment = state.open = _OpenSegment(state.next_ordinal, offset)
                 state.next_ordinal += 1
-            segment.events.append((item_id, action, event_time_ms, weight, event_id))
+            segment.events.append(event)
             segment.last_offset = offset
             if event_time_ms > segment.last_ms:
                 if segment.last_ms == NO_WATERMARK:
@@ -239,55 +296,27 @@ class SegmentCloser:
         segment = state.open
         assert segment is not None
         state.open = None
-        self.closed.append(
-            _record(
-                user_id,
-                window,
-                self.config.window_ms,
-                segment.ordinal,
-                reason,
-                segment.events,
-                self.partition,
-                segment.first_offset,
-                segment.last_offset,
-            )
-        )
+        head = self._head(user_id, window, segment.ordinal, reason, segment.first_offset, segment.last_offset)
+        self.closed.append(self._write(head, segment.events))
 
-    def _on_late(self, offset: int, user_id: str, window: int, event: EventTuple) -> None:
+    def _on_late(self, offset: int, user_id: str, window: int, event: EventTuple | bytes) -> None:
         self.late += 1
         if self.config.late_events == "dead-letter":
             self.late_offsets.append(offset)
             return
-        self.closed.append(
-            _record(
-                user_id, window, self.config.window_ms, -1, "late", [event], self.partition, offset, offset
-            )
+        self.closed.append(self._write(self._head(user_id, window, -1, "late", offset, offset), [event]))
+
+    def _head(
+        self, user_id: str, window: int, ordinal: int, reason: str, first_offset: int, last_offset: int
+    ) -> ClosedHead:
+        return ClosedHead(
+            f"{user_id}:{window}:{ordinal}",
+            user_id,
+            window,
+            window + self.config.window_ms,
+            ordinal,
+            reason,
+            self.partition,
+            first_offset,
+            last_offset,
         )
-
-
-def _record(
-    user_id: str,
-    window: int,
-    window_ms: int,
-    ordinal: int,
-    reason: str,
-    events: list[EventTuple],
-    partition: int,
-    first_offset: int,
-    last_offset: int,
-) -> dict[str, Any]:
-    return {
-        "segment_id": f"{user_id}:{window}:{ordinal}",
-        "user_id": user_id,
-        "window_start_ms": window,
-        "window_end_ms": window + window_ms,
-        "ordinal": ordinal,
-        "close_reason": reason,
-        "events": [
-            {"item_id": i, "action": a, "event_time_ms": t, "weight": w, "event_id": e}
-            for i, a, t, w, e in events
-        ],
-        "source_partition": partition,
-        "first_offset": first_offset,
-        "last_offset": last_offset,
-    }

@@ -16,7 +16,8 @@ import fastavro
 import pytest
 
 from schemas import ACTIONS, CLOSE_REASONS, AvroCodec, SchemaError
-from schemas.fast_paths import decoder, encoder
+from schemas.codec import load_schema
+from schemas.fast_paths import decoder, encoder, segment_event_fields_match
 
 STRINGS = ["", "u", "i42", "é-ü-€", "x" * 63, "y" * 64, "z" * 300, "\U0001f600 emoji"]
 LONGS = [0, 1, -1, 63, -64, 64, -65, 2**31 - 1, -(2**31), 1_700_000_000_000, 2**63 - 1, -(2**63)]
@@ -168,3 +169,50 @@ def test_confluent_framing_goes_through_the_fast_path_too() -> None:
     assert same(events.decode(framed), reference_decode(events, framed[5:]))
     with pytest.raises(SchemaError, match="schema id 9, expected 8"):
         AvroCodec("BehaviourEvent", schema_id=8).decode(framed)
+
+
+@pytest.mark.parametrize("schema_id", [None, 9])
+def test_closed_segments_from_their_events_bytes_equal_fastavro(schema_id: int | None) -> None:
+    """The segmenter cuts each event's SegmentEvent bytes out of its BehaviourEvent (or encodes
+    them, where a context map is in the way) and writes the ClosedSegment around them: the bytes
+    must be fastavro's for the same record."""
+    rng = random.Random(13)
+    events_codec = AvroCodec("BehaviourEvent", schema_id=schema_id)
+    segments = AvroCodec("ClosedSegment")
+    head_fields = [f["name"] for f in segments.schema["fields"] if f["name"] != "events"]
+    for _ in range(1500):
+        record = rand_segment(rng)
+        user = rng.choice(STRINGS[1:])  # "z" * 300 among them: a user id with a two-byte length
+        event_bytes = []
+        for e in record["events"]:
+            event = {"user_id": user, **e, "context": {} if rng.random() < 0.8 else {"k": "v"}}
+            event = events_codec.decode(events_codec.encode(event))  # the record as it came
+            event_bytes.append(events_codec.segment_event_bytes(events_codec.encode(event), event))
+        head = [record[name] for name in head_fields]
+        assert segments.encode_closed_segment_parts(head, event_bytes) == reference_encode(segments, record)
+
+
+def test_segment_event_bytes_need_the_schemas_to_agree() -> None:
+    """Cutting events out of BehaviourEvents relies on their fields between user_id and context
+    being a SegmentEvent's, in order and type: a schema change that breaks it turns it off."""
+    behaviour, closed = load_schema("BehaviourEvent"), load_schema("ClosedSegment")
+    assert segment_event_fields_match(behaviour, closed)
+    fields = behaviour["fields"]
+    inserted = {**behaviour, "fields": [*fields[:2], {"name": "surface", "type": "string"}, *fields[2:]]}
+    assert not segment_event_fields_match(inserted, closed)
+    retyped = {
+        **behaviour,
+        "fields": [{**f, "type": "double"} if f["name"] == "weight" else f for f in fields],
+    }
+    assert not segment_event_fields_match(retyped, closed)
+    without_context = {**behaviour, "fields": fields[:-1]}
+    assert not segment_event_fields_match(without_context, closed)
+
+
+def test_closed_segment_parts_refuse_unusual_fields() -> None:
+    codec = AvroCodec("ClosedSegment")
+    head = ["u:0:0", "u", 0, 3_600_000, 2**31, "window", 0, 1, 2]  # ordinal beyond Avro's int
+    with pytest.raises(SchemaError, match="unusual fields"):
+        codec.encode_closed_segment_parts(head, [b"\x02i\x04\x00\x00\x00"])
+    with pytest.raises(SchemaError, match="reads BehaviourEvent"):
+        codec.segment_event_bytes(b"", {})

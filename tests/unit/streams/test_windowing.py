@@ -8,6 +8,7 @@ import zlib
 
 import pytest
 
+from schemas import ACTIONS, AvroCodec
 from streams.windowing import NO_WATERMARK, SegmentationConfig, SegmentCloser
 
 MIN = 60_000
@@ -195,3 +196,34 @@ def test_staggered_windows_close_users_at_different_watermarks() -> None:
     for user in users:  # each at its own window's end plus the lateness, to the minute
         end = closer.config.window_start(user, 10 * HOUR + 1_000) + HOUR
         assert closed_at[user] == -(-(end + MIN - 10 * HOUR) // MIN)
+
+
+def test_a_closer_that_keeps_event_bytes_closes_the_same_segments() -> None:
+    """The segmenter's closers keep each event's bytes instead of its fields and write the
+    ClosedSegment's bytes around them: byte for byte the default closer's records, encoded."""
+    events, segments = AvroCodec("BehaviourEvent"), AvroCodec("ClosedSegment")
+    rules = dataclasses.replace(RULES, staggered_windows=True)
+    plain = SegmentCloser(rules, partition=3)
+    keeping = SegmentCloser(rules, partition=3, write_bytes=segments.encode_closed_segment_parts)
+    rng = random.Random(5)
+    t = 1_700_000_000_000
+    for offset in range(3_000):
+        t += rng.choice([0, 1_000, 60_000, 20 * MIN])
+        event = {
+            "user_id": f"u{rng.randrange(20)}",
+            "item_id": f"i{rng.randrange(50)}",
+            "action": rng.choice(ACTIONS),
+            "event_time_ms": t - rng.choice([0, 0, 0, 2 * MIN, 3 * HOUR]),  # some out of order, some late
+            "weight": rng.choice([None, 0.5]),
+            "event_id": rng.choice([None, f"e{offset}", f"e{offset - 1}"]),  # some repeats
+            "context": {} if rng.random() < 0.9 else {"device": "tv"},
+        }
+        fields = [event[k] for k in ("user_id", "item_id", "action", "event_time_ms", "weight", "event_id")]
+        plain.add(offset, *fields)
+        keeping.add(offset, *fields, event_bytes=events.segment_event_bytes(events.encode(event), event))
+    plain.advance_watermark(t + 10 * HOUR)
+    keeping.advance_watermark(t + 10 * HOUR)
+    assert {r["close_reason"] for r in plain.closed} == {"window", "idle", "size", "late"}
+    assert [segments.encode(r) for r in plain.closed] == keeping.closed
+    with pytest.raises(ValueError, match="needs every event's event_bytes"):
+        keeping.add(3_000, "u1", "i1", "click", t)
