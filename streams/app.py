@@ -12,7 +12,6 @@ a non-zero status. The segmenter can run in a process of its own
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from mode import Service
 
 from encoders import SegmentBatchEncoder
 from store import RocksDBVectorStore, ensure_promoted
+from streams.collector import tune_collector
 from streams.config import MsliSettings, torch_threads
 from streams.encoder_fit import EncoderFitError, check_encoder_fits
 from streams.encoder_stage import EncoderStage, StageConfig
@@ -245,19 +245,6 @@ def build_app(settings: MsliSettings) -> faust.App:
     )
 
 
-def freeze_startup_objects() -> None:
-    """Exempt what is alive before the worker consumes (torch, the model, faust, modules, caches)
-    from the cyclic garbage collector's full collections.
-
-    Each full collection walks every tracked object with the interpreter lock held, so both stages
-    stop meanwhile. In a worker that had caught up on 300,000 events they took 110-170 ms each, about
-    one every two seconds: 3.5 s of a one-minute run, and freshness p99 followed them. With these
-    objects frozen the same run spent 0.44 s in them (docs/performance.md, fifth round).
-    """
-    gc.collect()
-    gc.freeze()
-
-
 def run_worker(runtime: WorkerRuntime, monitor: Callable[[faust.App], Awaitable[None]] | None = None) -> None:
     """Run until SIGINT/SIGTERM, a fatal error, or `monitor` returning; then release everything.
 
@@ -294,7 +281,7 @@ def run_worker(runtime: WorkerRuntime, monitor: Callable[[faust.App], Awaitable[
             await monitor(app)
             runtime.request_stop()
 
-    freeze_startup_objects()
+    tune_collector()  # after start-up, before the first record
     try:
         worker.execute_from_commandline()
     except SystemExit:

@@ -18,6 +18,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from streams.collector import tune_collector
 from streams.config import MsliSettings
 from streams.errors import StreamsError
 from streams.producer import EventProducer
@@ -214,6 +215,7 @@ def segmenter_child(conn: Connection, settings_data: dict[str, Any], n_events: i
 
     settings = settings_from(settings_data)
     segmenter = Segmenter(settings)
+    tune_collector()  # as the worker's segmenter process does
     thread = threading.Thread(target=segmenter.run, name="msli-segmenter", daemon=True)
     thread.start()
     if not segmenter.assigned.wait(120):

@@ -34,6 +34,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from streams import faults
+from streams.collector import tune_collector
 from streams.config import MsliSettings
 from streams.errors import StreamsError
 from streams.logs import JsonFormatter, setup_logging
@@ -199,6 +200,7 @@ def _child_main(
         threading.Thread(
             target=_listen, args=(conn, segmenter), name="msli-segmenter-listener", daemon=True
         ).start()
+        tune_collector()  # a process of its own: the worker's tuning does not reach it
         segmenter.run()
         reporter.send()
     except BaseException as exc:
