@@ -18,7 +18,7 @@ import logging
 import operator
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,7 +29,7 @@ from schemas import ACTIONS, AvroCodec, SchemaError
 from store import OutboxRecord, RocksDBVectorStore, StoreBatch, StoredSegment, quantize, segment_id
 from streams.dead_letters import DeadLetterSink
 from streams.faults import crash_point
-from streams.fuser import representation_record
+from streams.fuser import representation_records
 from streams.outbox import OutboxSender
 from streams.publisher import KafkaPublisher
 
@@ -310,11 +310,11 @@ class EncoderStage:
                 batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
             else:  # in the same write as the state, so a crash cannot lose the publication
                 batch.mark_pending(user_id)
-        for partition, offset in _last_offsets(records).items():
+        last_offsets = _last_offsets(records)
+        for partition, offset in last_offsets.items():
             batch.set_applied_offset(model_version, self.config.segments_topic, partition, offset)
         self._write_and_publish(batch, report)
-        for partition, offset in _last_offsets(records).items():
-            self._applied[partition] = offset
+        self._applied.update(last_offsets)
         return set(new_by_user)
 
     def _write_and_publish(self, batch: StoreBatch, report: StageReport) -> None:
@@ -384,7 +384,11 @@ class EncoderStage:
                 "events": new_events,
             }
             window.dirty.add(ordinal)
-            if stored == segment:  # all events new, the same ordinal: the bytes as they came
+            if (
+                len(new_events) == len(segment["events"])
+                and ordinal == segment["ordinal"]
+                and stored["segment_id"] == segment["segment_id"]
+            ):  # all events new, the same ordinal and id: stored is the record as it came, in bytes
                 window.received[ordinal] = raw
         return "merged"
 
@@ -407,17 +411,14 @@ class EncoderStage:
 
     def _representations(
         self, new_by_user: dict[str, list[StoredSegment]]
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
+    ) -> list[tuple[str, dict[str, Any]]]:
         """(user, representation record) for every user with new segments, in user order."""
         k, version = self.config.top_k, self.encoder.model_version
         users = sorted(new_by_user)
         newest = [self._newest(user_id, new_by_user[user_id]) for user_id in users]
         contextual = self.encoder.contextualize([ContextState.of(segments) for segments in newest], k)
-        for user_id, segments, vectors in zip(users, newest, contextual, strict=True):
-            yield (
-                user_id,
-                representation_record(user_id, version, segments, self.config.half_life_ms, vectors),
-            )
+        records = representation_records(users, version, newest, self.config.half_life_ms, contextual)
+        return list(zip(users, records, strict=True))
 
     def _newest(self, user_id: str, new: list[StoredSegment]) -> list[StoredSegment]:
         """The user's newest K segments once `new` are stored, newest first."""

@@ -6,7 +6,7 @@ import numpy as np
 
 from schemas import AvroCodec
 from store import StoredSegment
-from streams.fuser import fuse, recency_weights, representation_record
+from streams.fuser import fuse, fuse_many, recency_weights, representation_record, representation_records
 
 DAY = 86_400_000
 
@@ -39,3 +39,42 @@ def test_seen_item_ids_hold_each_item_once_newest_segment_first() -> None:
     record = representation_record("u", "m-1", [newer, older], half_life_ms=DAY)
     assert record["seen_item_ids"] == ["c", "a", "b"]
     assert AvroCodec("UserRepresentation").decode(AvroCodec("UserRepresentation").encode(record)) == record
+
+
+def one_user_alone(
+    last_event_ms: list[int], vectors: np.ndarray, half_life_ms: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The definition, for one user: weights as recency_weights says, then the float32 sum of
+    weight x vector in segment order, as numpy adds a (K, d) array's rows."""
+    times = np.asarray(last_event_ms, dtype=np.float64)
+    raw = np.exp2(-(times.max() - times) / half_life_ms)
+    weights = (raw / raw.sum()).astype(np.float32)
+    return weights, (weights[:, None] * vectors).sum(axis=0, dtype=np.float32)
+
+
+def test_fusing_many_users_at_once_gives_each_the_bits_it_gets_alone() -> None:
+    rng = np.random.default_rng(7)
+    for dim in (8, 64, 512):
+        counts = rng.integers(1, 17, size=60)  # 8 and more: sums go pairwise inside numpy
+        times = [list(rng.integers(0, 30 * DAY, size=n)) for n in counts]
+        vectors = [rng.standard_normal((n, dim)).astype(np.float32) for n in counts]
+        vectors[0][:] = -0.0  # a user whose every product is -0.0 fuses to +0.0, as alone
+        vectors[1][rng.random(vectors[1].shape) < 0.3] = -0.0
+        weights, fused = fuse_many(times, vectors, half_life_ms=DAY)
+        for u in range(len(counts)):
+            alone_weights, alone_fused = one_user_alone(times[u], vectors[u], DAY)
+            assert weights[u].tobytes() == alone_weights.tobytes()
+            assert fused[u].tobytes() == alone_fused.tobytes()
+
+
+def test_many_records_at_once_equal_each_record_alone() -> None:
+    codec = AvroCodec("UserRepresentation")
+    older = StoredSegment("a", DAY, 2 * DAY, 0, DAY + 5, 3, np.full(4, 0.5, np.float32), ("x",))
+    newer = StoredSegment("a", 2 * DAY, 3 * DAY, 0, 2 * DAY + 9, 2, np.arange(4, dtype=np.float32), ("y",))
+    lone = StoredSegment("b", DAY, 2 * DAY, 0, DAY + 7, 1, np.ones(4, np.float32), ("z",))
+    batch = representation_records(["a", "b"], "m-1", [[newer, older], [lone]], DAY)
+    assert [codec.encode(r) for r in batch] == [
+        codec.encode(representation_record("a", "m-1", [newer, older], DAY)),
+        codec.encode(representation_record("b", "m-1", [lone], DAY)),
+    ]
+    assert representation_records([], "m-1", [], DAY) == []
