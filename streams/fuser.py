@@ -58,14 +58,15 @@ def fuse_many(
     """
     flat, counts = _recency_weights_many(last_event_ms, half_life_ms)
     products = flat[:, None] * np.concatenate(vectors)  # (segments, d) float32
+    ends = np.cumsum(counts)
     users = np.repeat(np.arange(len(counts)), counts)
-    positions = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
+    positions = np.arange(len(flat)) - np.repeat(ends - counts, counts)
     padded = np.zeros((len(counts), int(counts.max()), products.shape[1]), dtype=np.float32)
     padded[users, positions] = products
     fused = np.zeros((len(counts), products.shape[1]), dtype=np.float32)
     for column in range(padded.shape[1]):
         fused += padded[:, column]
-    return np.split(flat, np.cumsum(counts)[:-1]), fused
+    return np.split(flat, ends[:-1]), fused
 
 
 def _recency_weights_many(

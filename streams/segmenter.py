@@ -145,7 +145,8 @@ class Segmenter:
             if closer is None:  # a record fetched just before its partition was revoked
                 continue
             self._last_record_at[partition] = now
-            event = check(msg.value(), now_ms)
+            value = msg.value()
+            event = check(value, now_ms)
             if isinstance(event, BadEvent):
                 closer.next_offset = offset + 1
                 self._dead_letter(msg, event.reason, event.detail)
@@ -161,7 +162,7 @@ class Segmenter:
                 event["event_time_ms"],
                 event["weight"],
                 event["event_id"],
-                event_bytes(msg.value(), event),  # type: ignore[arg-type]  # check() refused None
+                event_bytes(value, event),  # type: ignore[arg-type]  # check() refused None
             )
             if len(closer.closed) > closed_before:  # this event made segments closable
                 stamp = kafka_timestamp_ms(msg) or now_ms
