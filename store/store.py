@@ -156,7 +156,13 @@ class RocksDBVectorStore:
             else:
                 self.path.mkdir(parents=True, exist_ok=True)
                 access = rocksdict.AccessType.read_write()
-            self._db = rocksdict.Rdict(str(self.path), self._options.to_options(), access_type=access)
+            opts = self._options.to_options()
+            # Name the default column family. Without column_families, rocksdict reopens an existing
+            # store with the table options of its OPTIONS file, where RocksDB cannot write our bloom
+            # filter, and an 8 MiB block cache of its own: only the first open would get ours.
+            self._db = rocksdict.Rdict(
+                str(self.path), opts, column_families={"default": opts}, access_type=access
+            )
         except Exception as exc:  # rocksdict raises plain Exception with RocksDB's message
             raise StoreError(f"cannot open store at {self.path}: {_first_line(exc)}") from None
         self._write_options = self._options.write_options()

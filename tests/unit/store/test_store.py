@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
 
-from store import RocksDBVectorStore, StoredSegment, StoreError, decode_vector, encode_vector, keys, quantize
+from store import (
+    RocksDBOptions,
+    RocksDBVectorStore,
+    StoredSegment,
+    StoreError,
+    decode_vector,
+    encode_vector,
+    keys,
+    quantize,
+)
 from store.store import _SEGMENT_META
 
 MODEL = "m-test"
@@ -156,3 +166,41 @@ def test_segments_keep_their_item_ids_and_older_values_read_without_them(store: 
     )
     store.write(batch)
     assert store.newest_segments(MODEL, "v", 1)[0].item_ids == ("a",)
+
+
+class _CountingOptions(RocksDBOptions):
+    """The store's options with RocksDB's statistics on, to see what its bloom filters did."""
+
+    def to_options(self):
+        opts = super().to_options()
+        opts.enable_statistics()
+        return opts
+
+
+def _statistic(store: RocksDBVectorStore, name: str) -> int:
+    dump = store._db.property_value("rocksdb.options-statistics") or ""
+    found = re.search(rf"^{re.escape(name)} COUNT : (\d+)$", dump, re.MULTILINE)
+    assert found, f"{name} not in RocksDB's statistics"
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("mode", ["read_write", "read_only", "secondary"])
+def test_a_reopened_store_keeps_its_bloom_filter_and_block_cache(tmp_path, mode: str) -> None:
+    # Reopening an existing database, rocksdict took the table options from its OPTIONS file, where
+    # RocksDB cannot write a bloom filter, and gave them an 8 MiB cache: only the first open had ours.
+    path = tmp_path / "db"
+    options = _CountingOptions()
+    with RocksDBVectorStore(path, options) as store:
+        assert store._db.property_int_value("rocksdb.block-cache-capacity") == options.block_cache_bytes
+        batch = store.batch()
+        for n in range(0, 200, 2):
+            batch.put_representation(MODEL, f"u{n:03}", b"rep")
+        store.write(batch)
+        store.flush()  # into an SST file: a point read skips it only on its filter's word
+    read_only, secondary_dir = mode == "read_only", (tmp_path / "secondary" if mode == "secondary" else None)
+    with RocksDBVectorStore(path, options, read_only=read_only, secondary_dir=secondary_dir) as store:
+        assert store._db.property_int_value("rocksdb.block-cache-capacity") == options.block_cache_bytes
+        assert store.representation(MODEL, "u100") == b"rep"
+        # Absent users between stored ones, so the file's key range cannot rule them out.
+        assert all(store.representation(MODEL, f"u{n:03}") is None for n in range(1, 200, 2))
+        assert _statistic(store, "rocksdb.bloom.filter.useful") >= 90  # of 100; ~1% false positives
