@@ -1,18 +1,21 @@
 """The hand-written hot paths agree with fastavro: same values, same bytes, same errors.
 
-AvroCodec uses them for BehaviourEvent decoding and ClosedSegment encoding; they
-return None for anything unusual, so fastavro decides those. These tests feed both random
+AvroCodec uses them for BehaviourEvent decoding and ClosedSegment and UserRepresentation
+encoding; they return None for anything unusual, so fastavro decides those. These tests feed both random
 records, edge values and damaged bytes, and require identical outcomes.
 """
 
 from __future__ import annotations
 
+import datetime
 import io
 import math
 import random
+import struct
 from typing import Any
 
 import fastavro
+import numpy as np
 import pytest
 
 from schemas import ACTIONS, CLOSE_REASONS, AvroCodec, SchemaError
@@ -216,3 +219,269 @@ def test_closed_segment_parts_refuse_unusual_fields() -> None:
         codec.encode_closed_segment_parts(head, [b"\x02i\x04\x00\x00\x00"])
     with pytest.raises(SchemaError, match="reads BehaviourEvent"):
         codec.segment_event_bytes(b"", {})
+
+
+# --- UserRepresentation ---------------------------------------------------------------------------
+def float_of_bits(bits: int) -> float:
+    return float(struct.unpack("<d", struct.pack("<Q", bits))[0])
+
+
+# Each rounds to a float32 (as fastavro and struct.pack("<f") both do): halfway cases, denormals,
+# the largest float32 and values just under its rounding limit, infinities, NaNs with payloads.
+WEIGHTS = [
+    0.0,
+    -0.0,
+    1.0,
+    0.1,
+    -1.5,
+    1.0000000596046448,  # halfway between two float32s: to the even one
+    1.0000000596046449,
+    1e-45,
+    1e-46,
+    5e-324,
+    3.4028234663852886e38,
+    3.4028235677973362e38,  # just under the halfway point to 2**128
+    -3.4028235e38,
+    math.inf,
+    -math.inf,
+    math.nan,
+    -math.nan,
+    float_of_bits(0x7FF8000020000000),  # a payload that survives the cast
+    float_of_bits(0x7FF4000000000000),  # signalling
+]
+# Timestamps at the six-byte varints' edges (2**34 to 2**41 - 1 take _six_byte_varint), the int64 edges.
+REP_LONGS = [
+    *LONGS,
+    2**34 - 1,
+    2**34,
+    2**41 - 1,
+    2**41,
+    -(2**34),
+    -(2**41),
+    -(2**41) - 1,
+    1_700_084_951_256,
+]
+REP_STRINGS = [*STRINGS, "i1188", "m-cbd9ac2b2495", "u29179:1700082147847:0", "ümlaut-\u00e9" * 40]
+
+
+def rand_ms(rng: random.Random) -> int:
+    return rng.choice(REP_LONGS) if rng.random() < 0.3 else rng.randrange(2**34, 2**41)
+
+
+def rand_representation(rng: random.Random) -> dict[str, Any]:
+    dim = rng.choice([0, 1, 8, 15, 16, 64, 64, 64, 100, 2047, 2048, 2100])  # 2048 on: 8 KiB vectors
+    k = rng.choice([0, 1, 1, 2, 3, 4, rng.randint(0, 16)])
+    segments = [
+        {
+            "segment_id": rng.choice(REP_STRINGS),
+            "window_start_ms": rand_ms(rng),
+            "window_end_ms": rand_ms(rng),
+            "last_event_ms": rand_ms(rng),
+            "event_count": rng.choice([0, 1, 5, 63, 64, 8191, 8192, -1, -64, -65, 2**31 - 1, -(2**31)]),
+            "weight": rng.choice(WEIGHTS) if rng.random() < 0.3 else rng.random(),
+            "vector": rng.randbytes(4 * dim),
+        }
+        for _ in range(k)
+    ]
+    updated = segments[0]["last_event_ms"] if segments and rng.random() < 0.6 else rand_ms(rng)
+    n_seen = rng.choice([0, 1, 5, 9, rng.randint(0, 20), 63, 64, 70])
+    ascii_only = rng.random() < 0.5
+    seen = [
+        f"i{rng.randrange(5000)}" if ascii_only or rng.random() < 0.8 else rng.choice(REP_STRINGS)
+        for _ in range(n_seen)
+    ]
+    return {
+        "user_id": rng.choice(REP_STRINGS[1:]),
+        "model_version": rng.choice(REP_STRINGS),
+        "dim": rng.choice([dim, dim, 0, 63, 64, 8191, 8192, -1, 2**31 - 1, -(2**31)]),
+        "segments": segments,
+        "fused": rng.randbytes(4 * dim),
+        "updated_at_ms": updated,
+        "seen_item_ids": seen,
+    }
+
+
+def test_user_representation_encoding_is_byte_identical() -> None:
+    rng = random.Random(17)
+    codec = AvroCodec("UserRepresentation")
+    fast = encoder("UserRepresentation", ACTIONS, CLOSE_REASONS)
+    assert fast is not None
+    for _ in range(3000):
+        record = rand_representation(rng)
+        expected = reference_encode(codec, record)
+        assert fast(record) == expected, record
+        assert codec.encode(record) == expected
+
+
+@pytest.mark.parametrize("weight", WEIGHTS, ids=repr)
+def test_user_representation_weights_round_as_fastavro(weight: float) -> None:
+    codec = AvroCodec("UserRepresentation")
+    fast = encoder("UserRepresentation", ACTIONS, CLOSE_REASONS)
+    assert fast is not None
+    record = rand_representation(random.Random(19))
+    record["segments"] = [{**s, "weight": weight} for s in record["segments"] or rand_segments_of_one()]
+    assert fast(record) == reference_encode(codec, record)
+
+
+def rand_segments_of_one() -> list[dict[str, Any]]:
+    return [
+        {
+            "segment_id": "u:1700000000000:0",
+            "window_start_ms": 1_700_000_000_000,
+            "window_end_ms": 1_700_003_600_000,
+            "last_event_ms": 1_700_000_123_456,
+            "event_count": 3,
+            "weight": 1.0,
+            "vector": b"\x00" * 16,
+        }
+    ]
+
+
+def test_long_user_representations_are_byte_identical() -> None:
+    """Two- and three-byte counts and lengths: 70 segments, 8,200 seen items, 8 KiB ids and vectors."""
+    codec = AvroCodec("UserRepresentation")
+    fast = encoder("UserRepresentation", ACTIONS, CLOSE_REASONS)
+    assert fast is not None
+    segment = rand_segments_of_one()[0]
+    record = {
+        **rand_representation(random.Random(37)),
+        "segments": [{**segment, "segment_id": "s" * 200, "vector": bytes(9000)}] * 70,
+        "seen_item_ids": ["x" * 9000, "\u00e9" * 40, *(f"i{n}" for n in range(8200))],
+    }
+    assert fast(record) == reference_encode(codec, record)
+
+
+@pytest.mark.parametrize("schema_id", [None, 3])
+def test_user_representations_round_trip(schema_id: int | None) -> None:
+    """Decoding gives the record back, its weights rounded to float32."""
+    rng = random.Random(23)
+    codec = AvroCodec("UserRepresentation", schema_id=schema_id)
+    for _ in range(300):
+        record = rand_representation(rng)
+        data = codec.encode(record)
+        assert data == (b"" if schema_id is None else b"\x00\x00\x00\x00\x03") + reference_encode(
+            codec, record
+        )
+        rounded = [
+            {**s, "weight": struct.unpack("<f", struct.pack("<f", s["weight"]))[0]}
+            for s in record["segments"]
+        ]
+        assert same(codec.decode(data), {**record, "segments": rounded})
+
+
+class Text(str):
+    """A str subclass: fastavro encodes what its encode() returns."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return b"other"
+
+
+def fastavro_outcome(codec: AvroCodec, record: Any) -> Any:
+    """What AvroCodec.encode gave for `record` with fastavro alone: its bytes, or the exception's
+    type and message (fastavro's, as a SchemaError where the codec wraps it)."""
+    try:
+        return reference_encode(codec, record)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return ("SchemaError", f"{codec.schema_name}: {exc}")
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def codec_outcome(codec: AvroCodec, record: Any) -> Any:
+    try:
+        return codec.encode(record)
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def with_segment(**change: Any) -> dict[str, Any]:
+    return {"segments": [{**rand_segments_of_one()[0], **change}]}
+
+
+DELETE = object()
+
+
+def without(key: str) -> dict[str, Any]:
+    return {key: DELETE}
+
+
+UNUSUAL_REPRESENTATIONS = [
+    {"dim": 2**31},  # out of int range: fastavro writes it as a long
+    {"dim": -(2**31) - 1},
+    {"dim": True},
+    {"dim": 64.0},
+    {"dim": np.int64(64)},
+    {"user_id": Text("u")},
+    {"user_id": b"u"},
+    {"user_id": None},
+    {"user_id": "\ud800"},  # a lone surrogate: no UTF-8
+    {"model_version": "x" * 9000},  # 8 KiB or more: fastavro writes it
+    {"segments": tuple(rand_segments_of_one())},
+    {"segments": None},
+    {"segments": [None]},
+    {"fused": bytearray(16)},
+    {"fused": memoryview(bytes(16))},
+    {"fused": np.zeros(4, dtype="<f4")},
+    {"fused": "abcd"},
+    {"updated_at_ms": True},
+    {"updated_at_ms": 1.7e12},
+    {"updated_at_ms": 2**63},
+    {"updated_at_ms": -(2**63) - 1},
+    {"updated_at_ms": datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)},
+    {"updated_at_ms": datetime.datetime(2024, 1, 1)},
+    {"updated_at_ms": np.int64(1_700_000_000_000)},
+    {"seen_item_ids": ("i1",)},
+    {"seen_item_ids": None},
+    {"seen_item_ids": [1]},
+    {"seen_item_ids": ["i1", Text("i2")]},
+    {"seen_item_ids": ["i1", "\ud800"]},
+    {"extra": 1},
+    without("user_id"),
+    without("updated_at_ms"),
+    without("seen_item_ids"),  # fastavro writes its default, []
+    with_segment(window_start_ms=2**63),
+    with_segment(window_end_ms=True),
+    with_segment(last_event_ms=1.7e12),
+    with_segment(last_event_ms=np.int64(1_700_000_000_000)),
+    with_segment(event_count=2**31),
+    with_segment(event_count=True),
+    with_segment(event_count=1.0),
+    with_segment(weight=1),
+    with_segment(weight=True),
+    with_segment(weight=None),
+    with_segment(weight="0.5"),
+    with_segment(weight=np.float32(0.1)),
+    with_segment(weight=np.float64(0.1)),  # a float subclass
+    with_segment(weight=3.4028235677973366e38),  # rounds to 2**128: fastavro writes inf
+    with_segment(weight=1e39),
+    with_segment(weight=2**200),
+    with_segment(vector=bytearray(16)),
+    with_segment(vector=memoryview(bytes(16))),
+    with_segment(vector=memoryview(np.zeros(4, dtype="<f4"))),
+    with_segment(vector=None),
+    with_segment(segment_id=Text("s")),
+    with_segment(extra=1),
+    {"segments": [{k: v for k, v in rand_segments_of_one()[0].items() if k != "weight"}]},
+]
+
+
+@pytest.mark.parametrize("change", UNUSUAL_REPRESENTATIONS, ids=lambda change: repr(change)[:70])
+def test_unusual_representations_are_left_to_fastavro(change: dict[str, Any]) -> None:
+    codec = AvroCodec("UserRepresentation")
+    fast = encoder("UserRepresentation", ACTIONS, CLOSE_REASONS)
+    assert fast is not None
+    base = {**rand_representation(random.Random(29)), "segments": rand_segments_of_one()}
+    assert fast(base) == reference_encode(codec, base)
+    record = {k: v for k, v in {**base, **change}.items() if v is not DELETE}
+    assert fast(record) is None
+    assert same(codec_outcome(codec, record), fastavro_outcome(codec, record))
+
+
+def test_unusual_representation_records_are_left_to_fastavro() -> None:
+    codec = AvroCodec("UserRepresentation")
+    fast = encoder("UserRepresentation", ACTIONS, CLOSE_REASONS)
+    assert fast is not None
+    record = {**rand_representation(random.Random(31)), "segments": rand_segments_of_one()}
+    for unusual in [None, [], list(record.items()), {**record}.keys()]:
+        assert fast(unusual) is None
+        assert codec_outcome(codec, unusual) == fastavro_outcome(codec, unusual)
