@@ -486,6 +486,12 @@ class SegmentBatchEncoder:
             out[chunk] = vectors.float().cpu().numpy()
         return out
 
+    def start_encoding(self, segments: Sequence[SegmentInput]) -> Callable[[], np.ndarray]:
+        """encode() now; the call returned gives its vectors. The encoder stage's way in, shared
+        with encoders that work while the stage goes on (streams/encoder_process.py)."""
+        vectors = self.encode(segments)
+        return lambda: vectors
+
     @property
     def has_context(self) -> bool:
         """Whether representations carry contextual vectors (config.context_layers > 0)."""

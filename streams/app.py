@@ -28,6 +28,7 @@ from store import RocksDBVectorStore, ensure_promoted
 from streams.collector import tune_collector
 from streams.config import MsliSettings, torch_threads
 from streams.encoder_fit import EncoderFitError, check_encoder_fits
+from streams.encoder_process import EncoderProcess, EncoderProcessError
 from streams.encoder_stage import EncoderStage, StageConfig
 from streams.errors import DeliveryError
 from streams.log_end import log_end_offsets
@@ -73,9 +74,14 @@ class WorkerRuntime:
         ensure_promoted(self.store, self.encoder.model_version)
         self.owned_segment_partitions: set[int] = set()  # closed-segments partitions caught up here
         self.metrics = WorkerMetrics(self)
+        self.encoder_process = (
+            EncoderProcess(self.encoder, torch_threads(settings))
+            if settings.encoder_process and self.encoder.device.type == "cpu"
+            else None
+        )
         self.stage = EncoderStage(
             self.store,
-            self.metrics.timed(self.encoder),
+            self.metrics.timed(self.encoder_process or self.encoder),
             KafkaPublisher(producer_config(client)),
             StageConfig(
                 segments_topic=settings.segments_topic,
@@ -136,6 +142,7 @@ class WorkerRuntime:
             self.segment_consumer.close,  # waits for a micro-batch in hand
             self._log_ends.close,
             self._drain_outbox,
+            self._close_encoder_process,
             self.stage.publisher.close,
             self.store.close,
         )
@@ -144,6 +151,10 @@ class WorkerRuntime:
                 release()
             except Exception as exc:
                 self.fail(exc)
+
+    def _close_encoder_process(self) -> None:
+        if self.encoder_process is not None:
+            self.encoder_process.close()
 
     def _drain_outbox(self) -> None:
         """Best effort: what Kafka has not acknowledged stays in the outbox for the next start."""
@@ -208,7 +219,8 @@ class SegmenterService(Service):
 
 class SegmentConsumerService(Service):
     """Runs the closed-segments consumer, and with it the encoder stage, in a thread for the
-    lifetime of the worker. Its failure stops the worker; stopping finishes the micro-batch in hand."""
+    lifetime of the worker. Its failure, or its encoder process ending, stops the worker; stopping
+    finishes the micro-batch in hand."""
 
     def __init__(self, runtime: WorkerRuntime, **kwargs: Any) -> None:
         self.runtime = runtime
@@ -216,6 +228,16 @@ class SegmentConsumerService(Service):
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
+        loop = asyncio.get_running_loop()
+        process = self.runtime.encoder_process
+        if process is not None:
+
+            def on_exit(error: EncoderProcessError) -> None:
+                self.runtime.fail(error)
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(self.runtime.request_stop)
+
+            process.on_exit = on_exit
         self._thread = run_in_thread(self.runtime, self.runtime.segment_consumer.run, "msli-encoder")
 
     async def on_stop(self) -> None:

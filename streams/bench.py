@@ -221,7 +221,8 @@ def _worker_rows(report: BenchReport, settings: MsliSettings, options: BenchOpti
             "events/s",
             f"{e2e['segments_encoded']:,} segments encoded, {e2e['published']:,} representations; "
             f"includes a {settings.partition_idle_seconds:g} s quiet-partition wait; "
-            f"worker RSS {e2e['rss_mib']:,.0f} MiB",
+            f"worker RSS {e2e['rss_mib']:,.0f} MiB "
+            f"+ {e2e.get('children_rss_mib', 0):,.0f} MiB in its child processes",
             reference="broker",
             extra=e2e,
         )

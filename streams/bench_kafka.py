@@ -116,18 +116,25 @@ def start_child(name: str, target: Callable[..., dict[str, Any]], *args: Any) ->
     return Child(name, target, *args)
 
 
-def rss_mib() -> float:
-    """Resident memory of this process now, in MiB (Linux /proc; peak RSS elsewhere)."""
+def rss_mib(pid: int | str = "self") -> float:
+    """Resident memory of a process (this one) now, in MiB (Linux /proc; this one's peak elsewhere)."""
     try:
-        with open("/proc/self/status") as status:
+        with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
+    if pid != "self":
+        return 0.0
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def children_rss_mib() -> float:
+    """Resident memory of this process's child processes (a worker's segmenter and encoder), MiB."""
+    return sum(rss_mib(child.pid) for child in multiprocessing.active_children() if child.pid)
 
 
 # --- load ------------------------------------------------------------------------------------------

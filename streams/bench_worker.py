@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.bench_kafka import BenchError, rss_mib, settings_from
+from streams.bench_kafka import BenchError, children_rss_mib, rss_mib, settings_from
 
 __all__ = ["percentiles", "worker_child"]
 
@@ -107,6 +107,7 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
             "segments_encoded": totals.encoded,
             "published": totals.published,
             "rss_mib": rss_mib(),
+            "children_rss_mib": children_rss_mib(),
         }
         conn.send(("caught-up", result["end_to_end"]))
         kind, load = await loop.run_in_executor(None, conn.recv)

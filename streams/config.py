@@ -138,6 +138,13 @@ class MsliSettings(BaseSettings):
         "one interpreter lock; it dies with the worker, and its failure stops the worker); false: a "
         "thread of the worker process.",
     )
+    encoder_process: bool = Field(
+        default=True,
+        description="On a CPU, run the encoder's forward passes in a child process, a micro-batch apart "
+        "from the encoder stage, which merges the next batch and stores the last meanwhile (a core of "
+        "its own for the model; it dies with the worker, and its failure stops the worker); false: in "
+        "the stage's thread. A GPU encoder always runs in the worker.",
+    )
     torch_threads: int = Field(
         default=0,
         ge=0,

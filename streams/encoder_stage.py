@@ -10,6 +10,13 @@ meanwhile (streams/outbox.py), and `settle`/`drain` do so when no batch comes.
 
 Records it cannot use (undecodable, or over the segments-per-window cap) go to the dead-letter
 topic, acknowledged by Kafka before the store write that moves the applied offset past them.
+
+With an encoder that works alongside (streams/encoder_process.py), `submit` pipelines: it merges
+micro-batch n and hands it to the encoder, then stores n-1 while the encoder works. Batch n reads
+the windows n-1 touched from n-1's merged state, not the store, and counts n-1's records as
+applied; everything else it reads (the newest K, the outbox) is read when n is stored, after n-1.
+The store sees the same writes in the same order as without it, and a crash loses only batches
+that were not stored, which Kafka still holds.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import logging
 import operator
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,10 +52,13 @@ _REPORT_COUNTS = (
 
 
 class Encoder(Protocol):
+    """What the stage needs of an encoder. One whose `asynchronous` attribute is true returns from
+    start_encoding before the vectors exist (streams/encoder_process.py): the stage then pipelines."""
+
     @property
     def model_version(self) -> str: ...
 
-    def encode(self, segments: Sequence[SegmentInput]) -> np.ndarray: ...
+    def start_encoding(self, segments: Sequence[SegmentInput]) -> Callable[[], np.ndarray]: ...
 
     def contextualize(self, states: Sequence[ContextState], k: int) -> list[np.ndarray]: ...
 
@@ -116,6 +126,23 @@ class _Window:
         # (the usual case): storing those saves encoding them again.
         self.received: dict[int, bytes] = {}
 
+    def successor(self) -> _Window:
+        """The window as the next micro-batch finds it once this one is stored: the same segments
+        and identities, copied (the next batch may extend a segment), nothing dirty."""
+        return _Window({ordinal: dict(record) for ordinal, record in self.segments.items()})
+
+
+@dataclass
+class _Prepared:
+    """A micro-batch merged into its windows and handed to the encoder; stored by `_store`."""
+
+    records: Sequence[SourceRecord]  # the ones applied (not skipped)
+    report: StageReport
+    windows: dict[tuple[str, int], _Window]
+    changed: list[tuple[tuple[str, int], int]]  # ((user, window start), ordinal) to encode, in order
+    vectors: Callable[[], np.ndarray]
+    publish: bool
+
 
 class EncoderStage:
     """Sync and single-threaded: the closed-segments consumer (streams/segment_consumer.py) runs it
@@ -140,6 +167,10 @@ class EncoderStage:
         self.dead_letters = DeadLetterSink(publisher, config.dead_letter_topic)
         self._dead_letters_unflushed = False
         self._applied: dict[int, int] = {}
+        # Pipeline with an encoder that works alongside (not while re-encoding stored segments,
+        # which asks the store what the batch before has not written yet).
+        self._pipelined = bool(getattr(encoder, "asynchronous", False)) and not config.encode_missing
+        self._pending: tuple[_Prepared, list[SourceRecord]] | None = None  # submitted, not stored
         self.totals = StageReport()
         # Called with the records of each micro-batch once the store holds them (metrics, benchmarks).
         self.on_applied: Callable[[Sequence[SourceRecord]], None] | None = None
@@ -170,35 +201,77 @@ class EncoderStage:
         return report.published
 
     def drain(self, timeout: float = 60.0) -> None:
-        """Wait for every representation sent to be acknowledged, and forget them: a clean stop."""
+        """Store what was submitted, wait for every representation sent to be acknowledged, and
+        forget them: a clean stop."""
+        self.flush()
         self.outbox.wait(timeout)
         self.settle()
 
     def process(self, records: Sequence[SourceRecord]) -> StageReport:
         """Reflect a micro-batch of closed-segments records in the store and on the output topic."""
+        self.flush()
         report = StageReport()
         fresh: list[SourceRecord] = []
-        for partition, group in _by_partition(records).items():
-            applied = self._applied_offset(partition)
-            for record in sorted(group, key=lambda r: r.offset):
-                if record.offset <= applied:  # already reflected, or twice in this batch
-                    report.skipped += 1
-                    continue
-                if record.offset > applied + 1 and self.restorer is not None:
-                    # The store lacks what another worker, or a deleted store, applied. Apply what
-                    # came before the gap first, so each window still sees its records in order.
-                    self._apply_fresh(fresh, report)
-                    fresh = []
-                    self._restore(partition, applied + 1, record.offset, report)
-                fresh.append(record)
-                applied = record.offset
+        for record, gap in self._unapplied(records, report):
+            if gap is not None:
+                # The store lacks what another worker, or a deleted store, applied. Apply what
+                # came before the gap first, so each window still sees its records in order.
+                self._apply_fresh(fresh, report)
+                fresh = []
+                self._restore(record.partition, gap, record.offset, report)
+            fresh.append(record)
         self._apply_fresh(fresh, report)
         self.totals.add(report)
         return report
 
+    def submit(self, records: Sequence[SourceRecord]) -> list[SourceRecord]:
+        """process(), with the encoder working alongside: returns the records the store now holds.
+
+        With an asynchronous encoder the micro-batch is merged and handed to it, and the one
+        submitted before is stored while it encodes: the store then holds that one's records, and
+        this one waits for the next submit() or flush(). With any other encoder, or when a record
+        follows a gap that must be restored first, the batch is processed at once."""
+        if not self._pipelined:
+            self.process(records)
+            return list(records)
+        report = StageReport()
+        fresh: list[SourceRecord] = []
+        for record, gap in self._unapplied(records, report):
+            if gap is not None:  # restore the gap first: in order, at once
+                done = self.flush()
+                self.process(records)
+                return [*done, *records]
+            fresh.append(record)
+        if not fresh:
+            done = self.flush()
+            self.totals.add(report)
+            return [*done, *records]
+        prepared = self._prepare(fresh, report, publish=True)  # reads the pending batch's windows
+        done = self.flush()
+        self._pending = (prepared, list(records))
+        return done
+
+    def flush(self) -> list[SourceRecord]:
+        """Store the micro-batch submit() left with the encoder; returns its records ([]: none)."""
+        if self._pending is None:
+            return []
+        prepared, records = self._pending
+        self._pending = None  # if storing fails, the batch is Kafka's again, not stored twice
+        self._store(prepared)
+        self.totals.add(prepared.report)
+        if self.on_applied is not None:
+            self.on_applied(prepared.records)
+        return records
+
+    @property
+    def pending(self) -> bool:
+        """Whether a submitted micro-batch waits to be stored (flush())."""
+        return self._pending is not None
+
     def backfill(self, partition: int, end: int) -> StageReport:
         """Reflect closed-segments[partition] below offset `end` under this model version: how a
         worker started with a new checkpoint fills the new namespace, without re-segmenting."""
+        self.flush()
         report = StageReport()
         start = self._applied_offset(partition) + 1
         if self.restorer is not None and end > start:
@@ -207,6 +280,23 @@ class EncoderStage:
         return report
 
     # --- internals -------------------------------------------------------------------------------
+    def _unapplied(
+        self, records: Sequence[SourceRecord], report: StageReport
+    ) -> Iterator[tuple[SourceRecord, int | None]]:
+        """The records not applied yet (nor submitted: the pending batch's count as applied), by
+        partition and offset, each with the first offset of a gap before it that the restorer must
+        fill (None: no gap); counts the others as skipped."""
+        ahead = _last_offsets(self._pending[0].records) if self._pending is not None else {}
+        for partition, group in _by_partition(records).items():
+            applied = max(self._applied_offset(partition), ahead.get(partition, -1))
+            for record in sorted(group, key=lambda r: r.offset):
+                if record.offset <= applied:  # already reflected, or twice in this batch
+                    report.skipped += 1
+                    continue
+                gap = applied + 1 if record.offset > applied + 1 and self.restorer is not None else None
+                yield record, gap
+                applied = record.offset
+
     def _apply_fresh(self, fresh: list[SourceRecord], report: StageReport) -> None:
         if fresh:
             self._apply(fresh, report, publish=True)
@@ -260,6 +350,10 @@ class EncoderStage:
 
     def _apply(self, records: Sequence[SourceRecord], report: StageReport, *, publish: bool) -> set[str]:
         """Merge, encode, store; publish the changed users now, or (a restore) mark them pending."""
+        return self._store(self._prepare(records, report, publish=publish))
+
+    def _prepare(self, records: Sequence[SourceRecord], report: StageReport, *, publish: bool) -> _Prepared:
+        """Merge each record into its window and hand every changed segment to the encoder."""
         windows: dict[tuple[str, int], _Window] = {}
         for record in records:
             report.records += 1
@@ -286,7 +380,14 @@ class EncoderStage:
             self._mark_missing_vectors(windows)
 
         changed = [(key, o) for key, w in windows.items() for o in sorted(w.dirty)]
-        vectors = self._encode([windows[key].segments[o] for key, o in changed])
+        vectors = self._start_encoding([windows[key].segments[o] for key, o in changed])
+        return _Prepared(records, report, windows, changed, vectors, publish)
+
+    def _store(self, prepared: _Prepared) -> set[str]:
+        """Write a prepared batch's segments, vectors and representations, and publish them (or,
+        a restore, mark their users pending); returns the users it changed."""
+        windows, changed, report = prepared.windows, prepared.changed, prepared.report
+        vectors = prepared.vectors()
         crash_point("encoded")
         report.encoded += len(changed)
         model_version = self.encoder.model_version
@@ -306,11 +407,11 @@ class EncoderStage:
         for user_id, representation in self._representations(new_by_user):
             value = self.rep_codec.encode(representation)
             batch.put_representation(model_version, user_id, value)
-            if publish:
+            if prepared.publish:
                 batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
             else:  # in the same write as the state, so a crash cannot lose the publication
                 batch.mark_pending(user_id)
-        last_offsets = _last_offsets(records)
+        last_offsets = _last_offsets(prepared.records)
         for partition, offset in last_offsets.items():
             batch.set_applied_offset(model_version, self.config.segments_topic, partition, offset)
         self._write_and_publish(batch, report)
@@ -400,14 +501,19 @@ class EncoderStage:
                     window.dirty.add(ordinal)
 
     def _load_window(self, user_id: str, window_start: int) -> _Window:
+        if self._pending is not None:  # the batch before this one has the window, unwritten yet
+            ahead = self._pending[0].windows.get((user_id, window_start))
+            if ahead is not None:
+                return ahead.successor()
         stored = self.store.window_segment_events(user_id, window_start)
         return _Window({ordinal: self.codec.decode(value) for ordinal, value in stored})
 
-    def _encode(self, records: list[dict[str, Any]]) -> np.ndarray:
+    def _start_encoding(self, records: list[dict[str, Any]]) -> Callable[[], np.ndarray]:
+        """Hand the segments to the encoder; the call returned gives their vectors, as stored."""
         if not records:
-            return np.zeros((0, 0), dtype=np.float32)
-        inputs = [_segment_input(rec) for rec in records]
-        return quantize(self.encoder.encode(inputs), self.store.vector_dtype)
+            return lambda: np.zeros((0, 0), dtype=np.float32)
+        vectors = self.encoder.start_encoding([_segment_input(rec) for rec in records])
+        return lambda: quantize(vectors(), self.store.vector_dtype)
 
     def _representations(
         self, new_by_user: dict[str, list[StoredSegment]]

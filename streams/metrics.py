@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,11 +47,18 @@ class TimedEncoder:
     def model_version(self) -> str:
         return self._encoder.model_version
 
-    def encode(self, segments: Sequence[SegmentInput]) -> np.ndarray:
+    def start_encoding(self, segments: Sequence[SegmentInput]) -> Callable[[], np.ndarray]:
+        """Observes the time from the hand-off to the vectors (in an encoder process, the stage
+        works meanwhile)."""
         started = time.perf_counter()
-        vectors = self._encoder.encode(segments)
-        self._seconds.observe(time.perf_counter() - started)
-        self._size.observe(len(segments))
+        result = self._encoder.start_encoding(segments)
+
+        def vectors() -> np.ndarray:
+            found = result()
+            self._seconds.observe(time.perf_counter() - started)
+            self._size.observe(len(segments))
+            return found
+
         return vectors
 
     def contextualize(self, states: Sequence[ContextState], k: int) -> list[np.ndarray]:

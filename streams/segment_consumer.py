@@ -1,8 +1,10 @@
 """The encoder stage's consumer: closed segments in micro-batches, straight from confluent-kafka.
 
 One thread does all of the stage's work: consume up to `encode_batch_size` records (what has
-arrived once the first one has, see streams/consuming.py), hand them to `EncoderStage.process`,
-commit, and settle the outbox when no record comes. It replaced a faust agent, whose per-message
+arrived once the first one has, see streams/consuming.py), hand them to `EncoderStage.submit`,
+commit what the store holds, and settle the outbox when no record comes. With an encoder process
+(streams/encoder_process.py) a micro-batch waits at the encoder until the next one is merged, or
+until a poll finds nothing more: then it is stored at once. It replaced a faust agent, whose per-message
 path (a callback awaited per message, an event built, queued, iterated and acknowledged) held the
 interpreter lock about as long as the whole encoder stage did (docs/performance.md, third and
 fourth rounds); librdkafka hands over a batch in one call and waits without the lock.
@@ -13,7 +15,8 @@ Group: `<group id>-encoder`, the group faust's agent used, so the offsets it com
 assignment protocol with the group. Stop old workers before starting new ones.)
 
 Rebalances: librdkafka runs the callbacks inside `consume()`, on this thread, so a micro-batch in
-hand is always stored before its partitions are given up, and nothing is processed while one runs.
+hand (or at the encoder) is always stored before its partitions are given up, and nothing is
+processed while one runs.
 On assignment, partitions new to this process are first caught up (restored from the topic up to
 its log end) and their queries routed here (`on_assigned`, see streams/operations.py); then each
 partition is read from the store's applied offset + 1. A partition the store has never applied
@@ -114,15 +117,20 @@ class SegmentConsumer:
                 [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
             )
             while not self._stop.is_set():
+                # With a micro-batch at the encoder, take only what has arrived: store it at once
+                # if nothing has.
+                wait = 0.0 if self.stage.pending else IDLE_WAIT_SECONDS
                 # Filtered after both of consume_available's calls: a rebalance may run in either.
-                records = self._records(consume_available(self.consumer, size, IDLE_WAIT_SECONDS, linger))
+                records = self._records(consume_available(self.consumer, size, wait, linger))
                 if records:
-                    self.stage.process(records)
-                    self._stored(records)
+                    self._stored(self.stage.submit(records))
                     settled_at = time.monotonic()
+                elif self.stage.pending:
+                    self._stored(self.stage.flush())
                 elif time.monotonic() - settled_at >= OUTBOX_SETTLE_SECONDS:
                     self.stage.settle()  # between micro-batches their writes do it
                     settled_at = time.monotonic()
+            self._stored(self.stage.flush())
             self._commit(self._positions, asynchronous=False)
         finally:
             self._leave()
@@ -161,6 +169,8 @@ class SegmentConsumer:
 
     def _stored(self, records: list[SourceRecord]) -> None:
         """The store holds `records` now: move the positions past them, and now and then commit."""
+        if not records:
+            return
         positions = self._positions
         for record in records:
             if record.offset >= positions.get(record.partition, 0):
@@ -189,6 +199,7 @@ class SegmentConsumer:
     # --- rebalances (inside consume(), on this thread) ----------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         started = time.monotonic()
+        self._stored(self.stage.flush())  # a catch-up restores after what the store holds
         owned = sorted(tp.partition for tp in partitions)
         self.on_assigned(owned)  # catch up first: the store then knows where each partition starts
         stage = self.stage
@@ -207,12 +218,14 @@ class SegmentConsumer:
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._stored(self.stage.flush())  # a micro-batch at the encoder is stored before they go
         gone = {tp.partition for tp in partitions}
         self._commit({p: o for p, o in self._positions.items() if p in gone}, asynchronous=True)
         self._forget(gone)
         log.info("encoder stage gives up %s[%s]", self.topic, ",".join(map(str, sorted(gone))))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._stored(self.stage.flush())  # stored here as it would have been without the pipeline
         gone = {tp.partition for tp in partitions}
         self._forget(gone)  # another member may own them already: commit nothing for them
         log.warning("encoder stage lost %s[%s]", self.topic, ",".join(map(str, sorted(gone))))

@@ -18,11 +18,9 @@ Nothing is lost either way: the child's checkpoints are what a restart resumes f
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -34,6 +32,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from streams import faults
+from streams.child_processes import die_with_parent, picklable, set_process_name
 from streams.collector import tune_collector
 from streams.config import MsliSettings
 from streams.errors import StreamsError
@@ -46,7 +45,6 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_SECONDS = 0.1  # how stale the parent's view may be; a snapshot costs ~0.1 ms to send
 OPEN_SEGMENTS_SECONDS = 1.0  # how stale its open-segment counts (a gauge) may be
-_PR_SET_PDEATHSIG = 1
 
 
 class SegmenterProcessError(StreamsError):
@@ -186,7 +184,8 @@ def _child_main(
     log_format: str,
     parent_pid: int,
 ) -> None:
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
+    set_process_name("msli-segmenter")
     setup_logging(log_level, log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the worker says when
     faults.kill_also(parent_pid)
@@ -205,7 +204,7 @@ def _child_main(
         reporter.send()
     except BaseException as exc:
         log.error("segmenter failed: %s", exc)
-        _send(conn, ("error", _picklable(exc)))
+        _send(conn, ("error", picklable(exc, SegmenterProcessError)))
         sys.exit(1)
     finally:
         conn.close()
@@ -253,21 +252,3 @@ def _listen(conn: Connection, segmenter: Segmenter) -> None:
     except (EOFError, OSError):
         pass
     segmenter.stop()
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """SIGKILL this process when the worker dies (Linux); elsewhere the closed pipe stops it."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
-    if os.getppid() != parent_pid:  # the worker died before the death signal was armed
-        os._exit(1)
-
-
-def _picklable(exc: BaseException) -> BaseException:
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        return SegmenterProcessError(f"{type(exc).__name__}: {exc}")

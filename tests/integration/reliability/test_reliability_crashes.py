@@ -63,18 +63,22 @@ def finish(pipeline: Pipeline, worker: Worker) -> tuple[Any, int, int, float]:
     return expected, repeats, sum(len(r) for r in pipeline.read("segments").values()), drain_s
 
 
-def _segmenter_processes(pid: int) -> list[int]:
-    """Live children of `pid` started by multiprocessing's spawn (from /proc; not its resource tracker)."""
+def _child_processes(pid: int, name: str) -> list[int]:
+    """Live children of `pid` that named themselves `name` (streams/child_processes.py; from /proc)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
+            comm = (stat.parent / "comm").read_text().strip()
         except OSError:  # gone meanwhile
             continue
-        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmdline:
+        if int(fields[1]) == pid and fields[0] != "Z" and comm == name:
             found.append(int(stat.parent.name))
     return found
+
+
+def _segmenter_processes(pid: int) -> list[int]:
+    return _child_processes(pid, "msli-segmenter")
 
 
 def _alive(pid: int) -> bool:
@@ -186,5 +190,35 @@ def test_the_segmenter_process_and_the_worker_die_together(make_pipeline, figure
     expected, _, _, _ = finish(pipeline, pipeline.start_worker("w"))
     figures(
         f"segmenter process SIGKILLed: worker exit 1; worker SIGKILLed: its segmenter process gone "
+        f"{gone_s:.1f} s later; {sum(len(s) for s in expected.segments.values())} segments equal the oracle"
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux's /proc")
+def test_the_encoder_process_and_the_worker_die_together(make_pipeline, figures) -> None:
+    """The encoder's forward passes run in a child process: SIGKILL it and the worker stops with
+    status 1, even while idle; SIGKILL the worker and the child goes too. Nothing is lost."""
+    pipeline = make_pipeline(RULES)
+    events = synthetic_events(n_users=200, n_events=3_000, seed=6)
+    pipeline.produce(events[:1_500])
+    pipeline.env["MSLI_ENCODER_PROCESS"] = "true"  # the default; named so the test holds if it changes
+    worker = pipeline.start_worker("w")
+    pipeline.wait_assigned(worker)
+    (child,) = wait_for(lambda: _child_processes(worker.proc.pid, "msli-encoder"), 30, "the encoder", 0.2)
+    os.kill(child, signal.SIGKILL)
+    assert worker.wait_exit(timeout=120) == 1, worker.log()[-3000:]
+    assert "the encoder process exited (signal 9)" in worker.log()
+
+    pipeline.produce(events[1_500:])
+    worker = pipeline.start_worker("w")
+    pipeline.wait_assigned(worker)
+    (child,) = wait_for(lambda: _child_processes(worker.proc.pid, "msli-encoder"), 30, "the encoder", 0.2)
+    killed = time.monotonic()
+    worker.kill()
+    wait_for(lambda: not _alive(child), 30, "the encoder process to die with the worker", 0.1)
+    gone_s = time.monotonic() - killed
+    expected, _, _, _ = finish(pipeline, pipeline.start_worker("w"))
+    figures(
+        f"encoder process SIGKILLed: worker exit 1; worker SIGKILLed: its encoder process gone "
         f"{gone_s:.1f} s later; {sum(len(s) for s in expected.segments.values())} segments equal the oracle"
     )
