@@ -163,7 +163,8 @@ def _string(s: Any) -> bytes:
     if type(s) is not str:
         raise _Unusual
     raw = s.encode()
-    return _long(len(raw)) + raw
+    n = len(raw)
+    return (_NATURAL[n] if n < _N_NATURAL else _long(n)) + raw
 
 
 _NULL = b"\x00"
@@ -357,24 +358,13 @@ def _timestamp(ms: Any) -> bytes:
 
 def encode_user_representation(record: Any) -> bytes | None:
     """UserRepresentation bytes for a record of exactly the schema's fields and plain types, else
-    None (as for a user_id, model_version or segment_id of 8 KiB or more). The seen item ids are
-    encoded as one string where all are ASCII and shorter than 64 characters."""
+    None. The seen item ids are encoded as one string where all are ASCII and shorter than 64
+    characters."""
     try:
         if type(record) is not dict or len(record) != 7:
             raise _Unusual
-        out = bytearray()
-        s = record["user_id"]
-        if type(s) is not str:
-            raise _Unusual
-        raw = s.encode()
-        out += _NATURAL[len(raw)]
-        out += raw
-        s = record["model_version"]
-        if type(s) is not str:
-            raise _Unusual
-        raw = s.encode()
-        out += _NATURAL[len(raw)]
-        out += raw
+        out = bytearray(_string(record["user_id"]))
+        out += _string(record["model_version"])
         n = record["dim"]
         out += _NATURAL[n] if type(n) is int and 0 <= n < _N_NATURAL else _long(n, _INT_MIN, _INT_MAX)
         segments = record["segments"]
@@ -386,12 +376,7 @@ def encode_user_representation(record: Any) -> bytes | None:
             for seg in segments:
                 if type(seg) is not dict or len(seg) != 7:
                     raise _Unusual
-                s = seg["segment_id"]
-                if type(s) is not str:
-                    raise _Unusual
-                raw = s.encode()
-                out += _NATURAL[len(raw)]
-                out += raw
+                out += _string(seg["segment_id"])
                 out += _timestamp(seg["window_start_ms"])
                 out += _timestamp(seg["window_end_ms"])
                 out += _timestamp(seg["last_event_ms"])

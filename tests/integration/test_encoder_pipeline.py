@@ -3,12 +3,11 @@ synchronous stage (`process`) does, on a stream whose windows run across micro-b
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from topic_values import read_values
 
 from encoders import SegmentBatchEncoder
 from schemas import AvroCodec
@@ -43,17 +42,6 @@ def closed_segment_records() -> list[SourceRecord]:
         SourceRecord(0, offset, codec.encode(segment), key=segment["user_id"].encode())
         for offset, segment in enumerate(segments)
     ]
-
-
-def read_values(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list[bytes | None]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"pipeline-{time.time_ns()}"})
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    values: list[bytes | None] = []
-    deadline = time.monotonic() + timeout
-    while len(values) < expect and time.monotonic() < deadline:
-        values += [m.value() for m in consumer.consume(500, timeout=0.5) if m.error() is None]
-    consumer.close()
-    return values
 
 
 def run_stage(

@@ -3,11 +3,10 @@ the store's outbox until a later write (or settle/drain) sees them acknowledged,
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from topic_values import read_values
 
 from encoders import SegmentBatchEncoder
 from schemas import AvroCodec
@@ -26,17 +25,6 @@ def closed_segments(n_events: int) -> list[dict[str, Any]]:
         )
     closer.advance_watermark(2**62)
     return [r for r in closer.closed if r["close_reason"] != "late"]
-
-
-def read_values(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list[bytes | None]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"outbox-{time.time_ns()}"})
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    values: list[bytes | None] = []
-    deadline = time.monotonic() + timeout
-    while len(values) < expect and time.monotonic() < deadline:
-        values += [m.value() for m in consumer.consume(500, timeout=0.5) if m.error() is None]
-    consumer.close()
-    return values
 
 
 def test_the_outbox_empties_after_the_write_that_follows_its_acknowledgement(

@@ -77,10 +77,6 @@ def _child_processes(pid: int, name: str) -> list[int]:
     return found
 
 
-def _segmenter_processes(pid: int) -> list[int]:
-    return _child_processes(pid, "msli-segmenter")
-
-
 def _alive(pid: int) -> bool:
     try:
         return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -133,7 +129,7 @@ def test_kill_9_mid_stream_ends_equal_to_the_oracle(
     worker = pipeline.start_worker("w")
     pipeline.wait_assigned(worker)
     if Path("/proc/self/stat").exists():  # the setting took: a segmenter process, or none
-        children = _segmenter_processes(worker.proc.pid)
+        children = _child_processes(worker.proc.pid, "msli-segmenter")
         assert len(children) == (1 if segmenter_process == "true" else 0), children
     producer = produce_steadily(pipeline, events, seconds=kills * 10.0)
     recoveries, to_assigned = [], []
@@ -165,60 +161,39 @@ def test_kill_9_mid_stream_ends_equal_to_the_oracle(
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux's /proc")
-def test_the_segmenter_process_and_the_worker_die_together(make_pipeline, figures) -> None:
-    """The segmenter runs in a child process: SIGKILL it and the worker stops with status 1; SIGKILL
-    the worker and the child does not outlive it in the group. Nothing is lost either way."""
+@pytest.mark.parametrize(
+    ("setting", "name", "death"),
+    [
+        ("MSLI_SEGMENTER_PROCESS", "msli-segmenter", "the segmenter process died (signal 9)"),
+        ("MSLI_ENCODER_PROCESS", "msli-encoder", "the encoder process exited (signal 9)"),
+    ],
+    ids=["segmenter", "encoder"],
+)
+def test_a_child_process_and_the_worker_die_together(make_pipeline, figures, setting, name, death) -> None:
+    """The segmenter and the encoder's forward passes run in child processes: SIGKILL one and the
+    worker stops with status 1 (even while idle); SIGKILL the worker and the child does not outlive
+    it (in the group). Nothing is lost either way."""
     pipeline = make_pipeline(RULES)
     events = synthetic_events(n_users=200, n_events=3_000, seed=5)
     pipeline.produce(events[:1_500])
-    pipeline.env["MSLI_SEGMENTER_PROCESS"] = "true"  # the default; named so the test holds if it changes
+    pipeline.env[setting] = "true"  # the default; named so the test holds if it changes
     worker = pipeline.start_worker("w")
     pipeline.wait_assigned(worker)
-    (child,) = wait_for(lambda: _segmenter_processes(worker.proc.pid), 30, "the segmenter process", 0.2)
+    (child,) = wait_for(lambda: _child_processes(worker.proc.pid, name), 30, name, 0.2)
     os.kill(child, signal.SIGKILL)
     assert worker.wait_exit(timeout=120) == 1, worker.log()[-3000:]
-    assert "the segmenter process died (signal 9)" in worker.log()
+    assert death in worker.log()
 
     pipeline.produce(events[1_500:])
     worker = pipeline.start_worker("w")
     pipeline.wait_assigned(worker)
-    (child,) = wait_for(lambda: _segmenter_processes(worker.proc.pid), 30, "the segmenter process", 0.2)
+    (child,) = wait_for(lambda: _child_processes(worker.proc.pid, name), 30, name, 0.2)
     killed = time.monotonic()
     worker.kill()
-    wait_for(lambda: not _alive(child), 30, "the segmenter process to die with the worker", 0.1)
+    wait_for(lambda: not _alive(child), 30, f"{name} to die with the worker", 0.1)
     gone_s = time.monotonic() - killed
     expected, _, _, _ = finish(pipeline, pipeline.start_worker("w"))
     figures(
-        f"segmenter process SIGKILLed: worker exit 1; worker SIGKILLed: its segmenter process gone "
-        f"{gone_s:.1f} s later; {sum(len(s) for s in expected.segments.values())} segments equal the oracle"
-    )
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux's /proc")
-def test_the_encoder_process_and_the_worker_die_together(make_pipeline, figures) -> None:
-    """The encoder's forward passes run in a child process: SIGKILL it and the worker stops with
-    status 1, even while idle; SIGKILL the worker and the child goes too. Nothing is lost."""
-    pipeline = make_pipeline(RULES)
-    events = synthetic_events(n_users=200, n_events=3_000, seed=6)
-    pipeline.produce(events[:1_500])
-    pipeline.env["MSLI_ENCODER_PROCESS"] = "true"  # the default; named so the test holds if it changes
-    worker = pipeline.start_worker("w")
-    pipeline.wait_assigned(worker)
-    (child,) = wait_for(lambda: _child_processes(worker.proc.pid, "msli-encoder"), 30, "the encoder", 0.2)
-    os.kill(child, signal.SIGKILL)
-    assert worker.wait_exit(timeout=120) == 1, worker.log()[-3000:]
-    assert "the encoder process exited (signal 9)" in worker.log()
-
-    pipeline.produce(events[1_500:])
-    worker = pipeline.start_worker("w")
-    pipeline.wait_assigned(worker)
-    (child,) = wait_for(lambda: _child_processes(worker.proc.pid, "msli-encoder"), 30, "the encoder", 0.2)
-    killed = time.monotonic()
-    worker.kill()
-    wait_for(lambda: not _alive(child), 30, "the encoder process to die with the worker", 0.1)
-    gone_s = time.monotonic() - killed
-    expected, _, _, _ = finish(pipeline, pipeline.start_worker("w"))
-    figures(
-        f"encoder process SIGKILLed: worker exit 1; worker SIGKILLed: its encoder process gone "
-        f"{gone_s:.1f} s later; {sum(len(s) for s in expected.segments.values())} segments equal the oracle"
+        f"{name} SIGKILLed: worker exit 1; worker SIGKILLed: {name} gone {gone_s:.1f} s later; "
+        f"{sum(len(s) for s in expected.segments.values())} segments equal the oracle"
     )
