@@ -4,7 +4,7 @@ The segmenter decodes every behaviour event and encodes every closed segment; th
 encodes a UserRepresentation per user per micro-batch. fastavro pays most of its cost per call,
 not per byte. Measured best of 5 on the 2-core machine: decoding a BehaviourEvent 2.9 us here vs
 3.4 us in fastavro (plus the 1 us AvroCodec spends around it), encoding a ClosedSegment of 5
-events 15 us vs 22 us, a UserRepresentation 6.3-6.4 us vs 10.0-10.1 us (5,000 from the encoder
+events 15 us vs 22 us, a UserRepresentation 6.4-6.6 us vs 10.1-10.3 us (5,000 from the encoder
 stage: mostly 1-4 segments of dim 64, 8.5 seen items). Decoding a ClosedSegment by hand gained
 nothing, so the encoder stage keeps fastavro for it.
 
