@@ -12,6 +12,7 @@ a non-zero status. The segmenter can run in a process of its own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,7 @@ from encoders import SegmentBatchEncoder
 from store import RocksDBVectorStore, ensure_promoted
 from streams.collector import tune_collector
 from streams.config import MsliSettings, torch_threads
-from streams.encoder_fit import EncoderFitError, check_encoder_fits
+from streams.encoder_fit import check_encoder_fits
 from streams.encoder_process import EncoderProcess, EncoderProcessError
 from streams.encoder_stage import EncoderStage, StageConfig
 from streams.errors import DeliveryError
@@ -63,13 +64,17 @@ class WorkerRuntime:
         ensure_topics(settings)
         torch.set_num_threads(torch_threads(settings))
         self.encoder = encoder or load_encoder(settings)
+        # What is opened or started here is released again if a later step fails: a worker that
+        # does not start leaves no store lock held and no encoder process running behind it.
+        with contextlib.ExitStack() as release_on_failure:
+            self._build(settings, client, release_on_failure)
+            release_on_failure.pop_all()
+
+    def _build(self, settings: MsliSettings, client: dict[str, Any], release: contextlib.ExitStack) -> None:
         self.store = RocksDBVectorStore(settings.state_dir / "store", vector_dtype=settings.vector_dtype)
-        try:
-            for warning in check_encoder_fits(self.encoder, settings, self.store):
-                log.warning("%s", warning)
-        except EncoderFitError:
-            self.store.close()
-            raise
+        release.callback(self.store.close)
+        for warning in check_encoder_fits(self.encoder, settings, self.store):
+            log.warning("%s", warning)
         # A new store serves the first model it gets; later checkpoints wait for `msli store promote`.
         ensure_promoted(self.store, self.encoder.model_version)
         self.owned_segment_partitions: set[int] = set()  # closed-segments partitions caught up here
@@ -79,6 +84,8 @@ class WorkerRuntime:
             if settings.encoder_process and self.encoder.device.type == "cpu"
             else None
         )
+        if self.encoder_process is not None:
+            release.callback(self.encoder_process.close)
         self.stage = EncoderStage(
             self.store,
             self.metrics.timed(self.encoder_process or self.encoder),
