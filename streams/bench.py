@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from streams.bench_cpu import CpuMeter
 from streams.bench_kafka import (
     head,
     measure_broker_read,
@@ -82,7 +83,7 @@ def run_bench(settings: MsliSettings, options: BenchOptions) -> BenchReport:
     load = generate(SyntheticConfig(n_users=options.n_users, n_events=options.n_events, seed=options.seed))
     needs_broker = {"broker", "faust", "segmenter", "worker"} & set(options.groups)
     with tempfile.TemporaryDirectory(prefix="msli-bench-") as tmp, _broker(settings, needs_broker) as broker:
-        machine["broker"], bootstrap = broker
+        machine["broker"], bootstrap, broker_pid = broker
         if needs_broker:
             settings = _bench_settings(settings, run, Path(tmp), bootstrap)
             ensure_topics(settings)
@@ -94,7 +95,7 @@ def run_bench(settings: MsliSettings, options: BenchOptions) -> BenchReport:
             report.notes.append(
                 f"load produced at {produced['events_per_s']:,.0f} events/s by msli's EventProducer"
             )
-            _kafka_rows(report, settings, options, Path(tmp))
+            _kafka_rows(report, settings, options, Path(tmp), broker_pid)
         _local_rows(report, settings, options, load)
     machine["load_average_end"] = list(os.getloadavg())
     report.targets.extend(_targets(options))
@@ -103,7 +104,9 @@ def run_bench(settings: MsliSettings, options: BenchOptions) -> BenchReport:
 
 
 # --- rows ------------------------------------------------------------------------------------------
-def _kafka_rows(report: BenchReport, settings: MsliSettings, options: BenchOptions, tmp: Path) -> None:
+def _kafka_rows(
+    report: BenchReport, settings: MsliSettings, options: BenchOptions, tmp: Path, broker_pid: int | None
+) -> None:
     n = options.n_events
     if "broker" in options.groups:
         times = [measure_broker_read(settings, settings.events_topic, n) for _ in range(3)]
@@ -186,10 +189,12 @@ def _kafka_rows(report: BenchReport, settings: MsliSettings, options: BenchOptio
             )
         )
     if "worker" in options.groups:
-        _worker_rows(report, settings, options)
+        _worker_rows(report, settings, options, broker_pid)
 
 
-def _worker_rows(report: BenchReport, settings: MsliSettings, options: BenchOptions) -> None:
+def _worker_rows(
+    report: BenchReport, settings: MsliSettings, options: BenchOptions, broker_pid: int | None
+) -> None:
     from streams.bench_worker import worker_child
 
     n = options.n_events
@@ -209,7 +214,12 @@ def _worker_rows(report: BenchReport, settings: MsliSettings, options: BenchOpti
     with start_child("worker", worker_child, settings.model_dump(), n) as child:
         e2e = child.receive("caught-up", timeout=180 + n / 1_000)
         fresh_load = shift_event_times(fresh_load, int(time.time() * 1000) + 2 * HOUR_MS)
+        cpu = CpuMeter(
+            trees={"worker": child.process.pid}, processes={"broker": broker_pid, "load": os.getpid()}
+        )
+        cpu.start()
         offered = produce_events(settings, settings.events_topic, fresh_load, rate=rate)
+        offered["cores"] = cpu.stop()
         child.send("load-done", offered)
         result = child.result(timeout=1900)  # a worker that fell behind the offered load catches up first
     fresh = result["freshness"]
@@ -240,12 +250,24 @@ def _worker_rows(report: BenchReport, settings: MsliSettings, options: BenchOpti
                 f"freshness {q}",
                 fresh[q],
                 "s",
-                detail + ("" if q == "p50" else f"; max {_seconds(fresh['max'])}") + f"; {hops}",
+                detail
+                + ("" if q == "p50" else f"; max {_seconds(fresh['max'])}")
+                + f"; {hops}"
+                + ("" if q == "p50" else _cores(offered["cores"])),
                 reference="1 s target",
                 reference_value=1.0,
                 extra={**fresh, "offered": offered},
             )
         )
+
+
+def _cores(cores: dict[str, float]) -> str:
+    """Who had the machine's cores while the load was offered: a p99 that the stage's hop sets
+    means little without it on a machine the broker and the load producer share."""
+    if not cores:
+        return ""
+    used = ", ".join(f"{name} {value:.2f}" for name, value in cores.items())
+    return f"; cores used: {used} of {os.cpu_count()}"
 
 
 def _seconds(value: float | None) -> str:
@@ -297,15 +319,15 @@ def _targets(options: BenchOptions) -> list[Target]:
 
 # --- setup -----------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _broker(settings: MsliSettings, needed: Any) -> Iterator[tuple[str, str | None]]:
-    """(what the table says about the broker, its bootstrap servers)."""
+def _broker(settings: MsliSettings, needed: Any) -> Iterator[tuple[str, str | None, int | None]]:
+    """(what the table says about the broker, its bootstrap servers, its pid if it runs here)."""
     if not needed:
-        yield "no broker needed", None
+        yield "no broker needed", None, None
     elif settings.bootstrap_servers:
-        yield f"broker {settings.bootstrap_servers} (configured)", settings.bootstrap_servers
+        yield f"broker {settings.bootstrap_servers} (configured)", settings.bootstrap_servers, None
     else:
         with LocalBroker() as broker:
-            yield "local Tansu broker (memory only)", broker.bootstrap_servers
+            yield "local Tansu broker (memory only)", broker.bootstrap_servers, broker.pid
 
 
 def _bench_settings(settings: MsliSettings, run: str, tmp: Path, bootstrap: str | None) -> MsliSettings:
