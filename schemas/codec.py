@@ -90,7 +90,7 @@ class AvroCodec:
         self.schema_id = schema_id
         self._header = b"" if schema_id is None else _CONFLUENT_HEADER.pack(_CONFLUENT_MAGIC, schema_id)
         # Hand-written paths for the hot records; they return None where fastavro must decide.
-        self._fast_decode = fast_paths.decoder(schema_name, ACTIONS)
+        self._fast_decode = fast_paths.decoder(schema_name, ACTIONS, CLOSE_REASONS)
         self._fast_encode = fast_paths.encoder(schema_name, ACTIONS, CLOSE_REASONS)
         self._reason_bytes = fast_paths.symbol_bytes(CLOSE_REASONS)
         self._action_bytes = fast_paths.symbol_bytes(ACTIONS)

@@ -1,8 +1,9 @@
 """The hand-written hot paths agree with fastavro: same values, same bytes, same errors.
 
-AvroCodec uses them for BehaviourEvent decoding and ClosedSegment and UserRepresentation
-encoding; they return None for anything unusual, so fastavro decides those. These tests feed both random
-records, edge values and damaged bytes, and require identical outcomes.
+AvroCodec uses them for BehaviourEvent and ClosedSegment decoding and ClosedSegment and
+UserRepresentation encoding; they return None for anything unusual, so fastavro decides those.
+These tests feed both random records, edge values and damaged bytes, and require identical
+outcomes.
 """
 
 from __future__ import annotations
@@ -99,11 +100,13 @@ def damaged(rng: random.Random, data: bytes) -> bytes:
     return bytes(raw)
 
 
-def test_event_decoding_matches_fastavro_on_valid_and_damaged_bytes() -> None:
+@pytest.mark.parametrize(
+    ("schema_name", "make"), [("BehaviourEvent", rand_event), ("ClosedSegment", rand_segment)]
+)
+def test_decoding_matches_fastavro_on_valid_and_damaged_bytes(schema_name: str, make: Any) -> None:
     rng = random.Random(7)
-    codec = AvroCodec("BehaviourEvent")
-    make = rand_event
-    fast = decoder("BehaviourEvent", ACTIONS)
+    codec = AvroCodec(schema_name)
+    fast = decoder(schema_name, ACTIONS, CLOSE_REASONS)
     assert fast is not None
     took_fast = 0
     for _ in range(1500):
