@@ -4,7 +4,7 @@ from store.errors import StoreError
 from store.options import RocksDBOptions
 from store.replica import RepresentationReader, open_replica
 from store.store import OutboxRecord, RocksDBVectorStore, StoreBatch, StoredSegment, segment_id
-from store.vector_codec import decode_vector, encode_vector, quantize
+from store.vector_codec import decode_vector, decode_vectors, encode_vector, quantize
 from store.versions import drop_version, ensure_promoted, promote_version, promoted_version
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "StoreError",
     "StoredSegment",
     "decode_vector",
+    "decode_vectors",
     "drop_version",
     "encode_vector",
     "ensure_promoted",

@@ -22,7 +22,7 @@ import rocksdict
 from store import keys
 from store.errors import StoreError
 from store.options import RocksDBOptions
-from store.vector_codec import VectorDtype, decode_vector, encode_vector
+from store.vector_codec import VectorDtype, decode_vectors, encode_vector
 
 __all__ = ["OutboxRecord", "RocksDBVectorStore", "StoreBatch", "StoredSegment"]
 
@@ -190,16 +190,27 @@ class RocksDBVectorStore:
     def newest_segments(self, model_version: str, user_id: str, k: int) -> list[StoredSegment]:
         """The user's k newest segment vectors (by window start, then ordinal), newest first."""
         prefix = keys.segment_vector_prefix(model_version, user_id)
-        found: list[StoredSegment] = []
+        heads: list[tuple[int, int, int, int, int, tuple[str, ...]]] = []
+        vectors: list[bytes] = []
         it = self._db.iter()
         it.seek_for_prev(prefix + b"\xff")
-        while it.valid() and len(found) < k:
+        while it.valid() and len(heads) < k:
             key = it.key()
             if not key.startswith(prefix):
                 break
-            found.append(_decode_segment(user_id, key, it.value()))
+            head, vector = _split_segment(key, it.value())
+            heads.append(head)
+            vectors.append(vector)
             it.prev()
-        return found
+        # The encoder stage reads the newest K of every user it updates: one numpy conversion for
+        # all K vectors instead of one each (2.6 us) is most of what a read of 16 segments costs.
+        # Positional fields: a named tuple builds in half the time it takes with keywords.
+        return [
+            StoredSegment(user_id, window_start, window_end, ordinal, last_event, count, vector, item_ids)
+            for (window_start, window_end, ordinal, last_event, count, item_ids), vector in zip(
+                heads, decode_vectors(vectors), strict=True
+            )
+        ]
 
     def has_segment_vector(
         self, model_version: str, user_id: str, window_start_ms: int, ordinal: int
@@ -348,7 +359,9 @@ class RocksDBVectorStore:
         return seq
 
 
-def _decode_segment(user_id: str, key: bytes, value: bytes) -> StoredSegment:
+def _split_segment(key: bytes, value: bytes) -> tuple[tuple[int, int, int, int, int, tuple[str, ...]], bytes]:
+    """A stored segment vector's (window start, window end, ordinal, last event time, event count,
+    item ids), and its vector's bytes."""
     window_start, ordinal = keys.parse_segment_suffix(key)
     window_end, last_event, count = _SEGMENT_META.unpack_from(value)
     at = _SEGMENT_META.size
@@ -358,16 +371,7 @@ def _decode_segment(user_id: str, key: bytes, value: bytes) -> StoredSegment:
         at += _ITEMS_HEADER.size
         item_ids = _decode_item_ids(value[at : at + length])
         at += length
-    return StoredSegment(
-        user_id=user_id,
-        window_start_ms=window_start,
-        window_end_ms=window_end,
-        ordinal=ordinal,
-        last_event_ms=last_event,
-        event_count=count,
-        vector=decode_vector(value[at:]),
-        item_ids=item_ids,
-    )
+    return (window_start, window_end, ordinal, last_event, count, item_ids), value[at:]
 
 
 def _encode_item_ids(item_ids: tuple[str, ...]) -> bytes:

@@ -14,6 +14,7 @@ from store import (
     StoredSegment,
     StoreError,
     decode_vector,
+    decode_vectors,
     encode_vector,
     keys,
     quantize,
@@ -41,6 +42,21 @@ def test_vector_codec_round_trips_float32_exactly_and_float16_closely() -> None:
     assert half.dtype == np.float32 and np.allclose(half, v, atol=2e-3)
     assert np.array_equal(half, quantize(v, "float16"))
     assert len(encode_vector(v, "float16")) == 1 + 64 * 2
+
+
+def test_vectors_decoded_together_equal_each_decoded_alone() -> None:
+    rng = np.random.default_rng(1)
+    same_kind = [encode_vector(rng.standard_normal(16).astype(np.float32), "float16") for _ in range(5)]
+    # A store whose dtype setting changed holds both kinds, and a store may hold vectors of two sizes.
+    mixed = [*same_kind[:2], encode_vector(np.ones(16, np.float32), "float32"), same_kind[2]]
+    sizes = [*same_kind[:2], encode_vector(np.ones(8, np.float32), "float16")]
+    for encoded in (same_kind, mixed, sizes, same_kind[:1], []):
+        together = decode_vectors(encoded)
+        assert len(together) == len(encoded)
+        for got, data in zip(together, encoded, strict=True):
+            assert got.dtype == np.float32 and np.array_equal(got, decode_vector(data))
+    with pytest.raises(ValueError, match="unknown vector dtype tag"):
+        decode_vectors([b"\x09" + bytes(8)] * 2)
 
 
 def test_newest_segments_come_newest_first_and_stop_at_k(store: RocksDBVectorStore) -> None:
