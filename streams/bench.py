@@ -215,7 +215,8 @@ def _worker_rows(
         e2e = child.receive("caught-up", timeout=180 + n / 1_000)
         fresh_load = shift_event_times(fresh_load, int(time.time() * 1000) + 2 * HOUR_MS)
         cpu = CpuMeter(
-            trees={"worker": child.process.pid}, processes={"broker": broker_pid, "load": os.getpid()}
+            trees={"worker": child.process.pid},
+            processes={"broker": broker_pid, "load producer": os.getpid()},
         )
         cpu.start()
         offered = produce_events(settings, settings.events_topic, fresh_load, rate=rate)
@@ -250,10 +251,9 @@ def _worker_rows(
                 f"freshness {q}",
                 fresh[q],
                 "s",
-                detail
-                + ("" if q == "p50" else f"; max {_seconds(fresh['max'])}")
-                + f"; {hops}"
-                + ("" if q == "p50" else _cores(offered["cores"])),
+                f"{detail}; {hops}"
+                if q == "p50"
+                else f"{detail}; max {_seconds(fresh['max'])}; {hops}{_cores(offered['cores'])}",
                 reference="1 s target",
                 reference_value=1.0,
                 extra={**fresh, "offered": offered},

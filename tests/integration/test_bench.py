@@ -73,7 +73,8 @@ def test_quick_bench_reports_every_row(bench_env: dict[str, str], tmp_path: Path
     # Who had the cores while the load was offered: the worker (with its child processes) and the
     # load producer; not the broker, which the test configured and so runs in no process of the bench.
     cores = fresh["offered"]["cores"]
-    assert set(cores) == {"worker", "load"} and cores["worker"] > 0 and cores["load"] > 0, cores
+    assert set(cores) == {"worker", "load producer"}, cores
+    assert cores["worker"] > 0 and cores["load producer"] > 0, cores
     assert "cores used: worker" in rows["freshness-p99"]["detail"]
     assert rows["segmenter"]["extra"]["events"] == 40_000
     assert rows["end-to-end"]["extra"]["events"] == 40_000
