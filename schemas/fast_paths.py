@@ -456,6 +456,29 @@ def _timestamp(ms: Any) -> bytes:
     return _long(ms)
 
 
+# The same in three 48-bit lanes of one int, for a SegmentVector's three timestamps: one pass of
+# the arithmetic and one to_bytes instead of three calls (1.3-1.8 us against 2.5-2.6 a segment).
+_LANES = (0, 48, 96)
+_UPPER_21_3, _GROUP_2_3, _GROUP_3_3, _CONTINUE_3 = (
+    sum(mask << lane for lane in _LANES) for mask in (_UPPER_21, _GROUP_2, _GROUP_3, _CONTINUE)
+)
+
+
+def _three_timestamps(a: Any, b: Any, c: Any) -> bytes:
+    if (
+        type(a) is int
+        and type(b) is int
+        and type(c) is int
+        and _SIX_BYTE_MIN <= a < _SIX_BYTE_MAX
+        and _SIX_BYTE_MIN <= b < _SIX_BYTE_MAX
+        and _SIX_BYTE_MIN <= c < _SIX_BYTE_MAX
+    ):
+        v = (a | b << 48 | c << 96) << 1
+        v += 7 * (v & _UPPER_21_3)
+        return (v + (v & _GROUP_2_3) + 3 * (v & _GROUP_3_3) + _CONTINUE_3).to_bytes(18, "little")
+    return _timestamp(a) + _timestamp(b) + _timestamp(c)
+
+
 def encode_user_representation(record: Any) -> bytes | None:
     """UserRepresentation bytes for a record of exactly the schema's fields and plain types, else
     None. The seen item ids are encoded as one string where all are ASCII and shorter than 64
@@ -476,9 +499,7 @@ def encode_user_representation(record: Any) -> bytes | None:
                 if type(seg) is not dict or len(seg) != 7:
                     raise _Unusual
                 out += _string(seg["segment_id"])
-                out += _timestamp(seg["window_start_ms"])
-                out += _timestamp(seg["window_end_ms"])
-                out += _timestamp(seg["last_event_ms"])
+                out += _three_timestamps(seg["window_start_ms"], seg["window_end_ms"], seg["last_event_ms"])
                 n, w = seg["event_count"], seg["weight"]
                 if type(w) is not float:
                     raise _Unusual
