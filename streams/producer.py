@@ -14,7 +14,7 @@ __all__ = ["EVENT_LINGER_MS", "EventProducer", "event_producer_config"]
 # Windows close on event time, minutes apart, so 25 ms costs a representation little freshness,
 # while batches five times larger cost the broker less per event: on the local broker, whose fetch
 # cost grows with the number of batches a topic holds, the benchmark's 10,000 events/s load took
-# 0.54-0.56 of a core at 25 ms against 0.94-0.95 at 5 ms (docs/performance.md, eleventh round).
+# 0.54-0.55 of a core at 25 ms against 0.94-0.95 at 5 ms (docs/performance.md, eleventh round).
 EVENT_LINGER_MS = 25
 
 
