@@ -3,7 +3,14 @@
 from store.errors import StoreError
 from store.options import RocksDBOptions
 from store.replica import RepresentationReader, open_replica
-from store.store import OutboxRecord, RocksDBVectorStore, StoreBatch, StoredSegment, segment_id
+from store.store import (
+    OutboxRecord,
+    RocksDBVectorStore,
+    StoreBatch,
+    StoredSegment,
+    decode_segments,
+    segment_id,
+)
 from store.vector_codec import decode_vector, decode_vectors, encode_vector, quantize
 from store.versions import drop_version, ensure_promoted, promote_version, promoted_version
 
@@ -15,6 +22,7 @@ __all__ = [
     "StoreBatch",
     "StoreError",
     "StoredSegment",
+    "decode_segments",
     "decode_vector",
     "decode_vectors",
     "drop_version",

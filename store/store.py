@@ -11,7 +11,7 @@ outbox; pending users left by a crash are published at the next start.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -24,7 +24,7 @@ from store.errors import StoreError
 from store.options import RocksDBOptions
 from store.vector_codec import VectorDtype, decode_vectors, encode_vector
 
-__all__ = ["OutboxRecord", "RocksDBVectorStore", "StoreBatch", "StoredSegment"]
+__all__ = ["OutboxRecord", "RocksDBVectorStore", "StoreBatch", "StoredSegment", "decode_segments"]
 
 _SEGMENT_META = struct.Struct("<qqi")  # window end, last event time (ms), event count
 # A segment vector value is meta + vector, or (since the seen-item score) meta + this marker + the
@@ -192,28 +192,29 @@ class RocksDBVectorStore:
 
     def newest_segments(self, model_version: str, user_id: str, k: int) -> list[StoredSegment]:
         """The user's k newest segment vectors (by window start, then ordinal), newest first."""
-        prefix = keys.segment_vector_prefix(model_version, user_id)
-        heads: list[_SegmentHead] = []
-        vectors: list[bytes] = []
+        [entries] = self.newest_segment_entries(model_version, [user_id], k)
+        return decode_segments(user_id, entries)
+
+    def newest_segment_entries(
+        self, model_version: str, user_ids: Sequence[str], k: int
+    ) -> list[list[tuple[bytes, bytes]]]:
+        """newest_segments() of each user as the store holds them, (key, value) pairs for
+        decode_segments(): the encoder stage reads them and its encoder process decodes them. One
+        iterator for all of them: making one per user costs 2.5 us more a user."""
         it = self._db.iter()
-        it.seek_for_prev(prefix + b"\xff")
-        while it.valid() and len(heads) < k:
-            key = it.key()
-            if not key.startswith(prefix):
-                break
-            head, vector = _split_segment(key, it.value())
-            heads.append(head)
-            vectors.append(vector)
-            it.prev()
-        # The encoder stage reads the newest K of every user it updates: 16 vectors convert in
-        # 12 us together against 38 us one by one, of the 140 us such a read took. Positional
-        # fields: a named tuple builds in half the time it takes with keywords.
-        return [
-            StoredSegment(user_id, window_start, window_end, ordinal, last_event, count, vector, item_ids)
-            for (window_start, window_end, ordinal, last_event, count, item_ids), vector in zip(
-                heads, decode_vectors(vectors), strict=True
-            )
-        ]
+        found = []
+        for user_id in user_ids:
+            prefix = keys.segment_vector_prefix(model_version, user_id)
+            entries: list[tuple[bytes, bytes]] = []
+            it.seek_for_prev(prefix + b"\xff")
+            while it.valid() and len(entries) < k:
+                key = it.key()
+                if not key.startswith(prefix):
+                    break
+                entries.append((key, it.value()))
+                it.prev()
+            found.append(entries)
+        return found
 
     def has_segment_vector(
         self, model_version: str, user_id: str, window_start_ms: int, ordinal: int
@@ -360,6 +361,25 @@ class RocksDBVectorStore:
         seq = self._outbox_seq
         self._outbox_seq += 1
         return seq
+
+
+def decode_segments(user_id: str, entries: list[tuple[bytes, bytes]]) -> list[StoredSegment]:
+    """The user's stored segment vectors from their (key, value) pairs, in the pairs' order."""
+    heads: list[_SegmentHead] = []
+    vectors: list[bytes] = []
+    for key, value in entries:
+        head, vector = _split_segment(key, value)
+        heads.append(head)
+        vectors.append(vector)
+    # The encoder stage decodes the newest K of every user it updates: 16 vectors convert in
+    # 12 us together against 38 us one by one. Positional fields: a named tuple builds in half the
+    # time it takes with keywords.
+    return [
+        StoredSegment(user_id, window_start, window_end, ordinal, last_event, count, vector, item_ids)
+        for (window_start, window_end, ordinal, last_event, count, item_ids), vector in zip(
+            heads, decode_vectors(vectors), strict=True
+        )
+    ]
 
 
 def _split_segment(key: bytes, value: bytes) -> tuple[_SegmentHead, bytes]:

@@ -9,8 +9,13 @@ The child holds a copy of the parent's encoder (pickled: the same weights and vo
 the same code with the same number of torch threads, so its vectors are bit for bit the parent's
 (vectors do not depend on the batch, its order or the thread count; tests/unit/encoders).
 
-The parent sends each batch's segments and the child answers each in order, with the vectors or
-the error `encode()` raised. A reader thread in the parent takes the answers as they come, so
+The child also builds each batch's user representations (streams/representation_batch.py) from
+what the stage read for them: decoding the newest K, fusing and encoding them took more of the
+stage's core than the model did. It keeps each batch's new segments until the next one, whose
+store read could not see them yet.
+
+The parent sends each batch's segments and the child answers each in order, with the outcome or
+the error it raised. A reader thread in the parent takes the answers as they come, so
 neither side can wait on a full pipe while the other waits on it too.
 
 Crashes: like the segmenter's process, the child dies with the worker (PR_SET_PDEATHSIG) and
@@ -36,8 +41,10 @@ import numpy as np
 import torch
 
 from encoders import ContextState, EncoderError, SegmentBatchEncoder, SegmentInput
+from store import StoredSegment
 from streams.child_processes import die_with_parent, picklable, set_process_name
 from streams.collector import tune_collector
+from streams.representation_batch import BatchOutcome, RepresentationJob, finish_batch
 
 __all__ = ["EncoderProcess", "EncoderProcessError"]
 
@@ -50,6 +57,7 @@ class EncoderProcess:
     """Stands in for a CPU `SegmentBatchEncoder` in the encoder stage; `close()` when done."""
 
     asynchronous = True  # start_encoding returns before the vectors exist: the stage pipelines
+    builds_representations = True  # start_batch: the stage's representations are built here too
 
     def __init__(self, encoder: SegmentBatchEncoder, torch_threads: int) -> None:
         if encoder.device.type != "cpu":
@@ -75,7 +83,7 @@ class EncoderProcess:
             raise EncoderProcessError(
                 f"the encoder process did not start (status {self._process.exitcode}; its error is above)"
             ) from None
-        self._waiting: collections.deque[Future[np.ndarray]] = collections.deque()
+        self._waiting: collections.deque[Future[Any]] = collections.deque()
         self._lock = threading.Lock()
         self._gone: EncoderProcessError | None = None
         self._closing = False
@@ -92,8 +100,18 @@ class EncoderProcess:
     def start_encoding(self, segments: Sequence[SegmentInput]) -> Callable[[], np.ndarray]:
         """Send the segments to the child; the returned call waits for their vectors (or raises
         what encode() raised)."""
-        future: Future[np.ndarray] = Future()
-        message = [(s.item_ids, s.actions, s.event_times_ms, s.weights) for s in segments]
+        return self._send(segments, None)
+
+    def start_batch(
+        self, segments: Sequence[SegmentInput], job: RepresentationJob
+    ) -> Callable[[], BatchOutcome]:
+        """start_encoding(), and the job's representations built from the vectors in the child.
+        A job read `after_previous` merges the new segments of the batch sent just before it."""
+        return self._send(segments, job)
+
+    def _send(self, segments: Sequence[SegmentInput], job: RepresentationJob | None) -> Callable[[], Any]:
+        future: Future[Any] = Future()
+        message = ([(s.item_ids, s.actions, s.event_times_ms, s.weights) for s in segments], job)
         with self._lock:  # answers come in the order of the sends
             if self._gone is not None:
                 raise self._gone
@@ -123,7 +141,7 @@ class EncoderProcess:
             while True:
                 kind, payload = self._conn.recv()
                 future = self._waiting.popleft()
-                if kind == "vectors":
+                if kind == "done":
                     future.set_result(payload)
                 else:
                     future.set_exception(payload)
@@ -151,11 +169,20 @@ def _child_main(conn: Connection, torch_threads: int, parent_pid: int) -> None:
         encoder: SegmentBatchEncoder = conn.recv()
         tune_collector()
         conn.send("ready")
+        previous: dict[str, list[StoredSegment]] = {}  # the last batch's new segments, by user
         while (message := conn.recv()) is not None:
+            segments, job = message
             answer: tuple[str, Any]
             try:
-                answer = ("vectors", encoder.encode([SegmentInput(*fields) for fields in message]))
+                vectors = encoder.encode([SegmentInput(*fields) for fields in segments])
+                if job is None:
+                    previous = {}
+                    answer = ("done", vectors)
+                else:
+                    outcome, previous = finish_batch(job, vectors, encoder.contextualize, previous)
+                    answer = ("done", outcome)
             except Exception as exc:  # a bad segment: the stage raises it, as it would in-process
+                previous = {}
                 answer = ("error", picklable(exc, EncoderError))
             conn.send(answer)
     except (EOFError, OSError):  # the worker is gone

@@ -11,12 +11,15 @@ meanwhile (streams/outbox.py), and `settle`/`drain` do so when no batch comes.
 Records it cannot use (undecodable, or over the segments-per-window cap) go to the dead-letter
 topic, acknowledged by Kafka before the store write that moves the applied offset past them.
 
-With an encoder that works alongside (streams/encoder_process.py), `submit` pipelines: it merges
-micro-batch n and hands it to the encoder, then stores n-1 while the encoder works. Batch n reads
-the windows n-1 touched from n-1's merged state, not the store, and counts n-1's records as
-applied; everything else it reads (the newest K, the outbox) is read when n is stored, after n-1.
-The store sees the same writes in the same order as without it, and a crash loses only batches
-that were not stored, which Kafka still holds.
+The encoder builds the representations too (streams/representation_batch.py), from each touched
+user's newest K, which the stage reads when it merges the batch.
+
+With an encoder process (streams/encoder_process.py), `submit` pipelines: it merges micro-batch n
+and hands it to the encoder, then stores n-1 while the encoder works. Batch n reads the windows
+n-1 touched from n-1's merged state, not the store, and counts n-1's records as applied; the
+encoder process merges n-1's new segments into the newest K read for n; the outbox is read when n
+is stored, after n-1. The store sees the same writes in the same order as without it, and a crash
+loses only batches that were not stored, which Kafka still holds.
 """
 
 from __future__ import annotations
@@ -33,12 +36,19 @@ import numpy as np
 
 from encoders import ContextState, SegmentInput
 from schemas import ACTIONS, AvroCodec, SchemaError
-from store import OutboxRecord, RocksDBVectorStore, StoreBatch, StoredSegment, quantize, segment_id
+from store import OutboxRecord, RocksDBVectorStore, StoreBatch, segment_id
 from streams.dead_letters import DeadLetterSink
 from streams.faults import crash_point
-from streams.fuser import representation_records
 from streams.outbox import OutboxSender
 from streams.publisher import KafkaPublisher
+from streams.representation_batch import (
+    BatchOutcome,
+    RepresentationJob,
+    RepresentationSpec,
+    SegmentHead,
+    finish_batch,
+    with_vector,
+)
 
 __all__ = ["EncoderStage", "SourceRecord", "StageConfig", "StageReport"]
 
@@ -53,7 +63,9 @@ _REPORT_COUNTS = (
 
 class Encoder(Protocol):
     """What the stage needs of an encoder. One whose `asynchronous` attribute is true returns from
-    start_encoding before the vectors exist (streams/encoder_process.py): the stage then pipelines."""
+    start_encoding before the vectors exist (streams/encoder_process.py): the stage then pipelines.
+    One whose `builds_representations` attribute is true also has `start_batch(segments, job)`,
+    which returns the vectors and the representations (streams/representation_batch.py)."""
 
     @property
     def model_version(self) -> str: ...
@@ -140,7 +152,8 @@ class _Prepared:
     report: StageReport
     windows: dict[tuple[str, int], _Window]
     changed: list[tuple[tuple[str, int], int]]  # ((user, window start), ordinal) to encode, in order
-    vectors: Callable[[], np.ndarray]
+    job: RepresentationJob
+    outcome: Callable[[], BatchOutcome]  # waits for the encoder
     publish: bool
 
 
@@ -163,13 +176,20 @@ class EncoderStage:
         self.config = config
         self.restorer = restorer
         self.codec = AvroCodec("ClosedSegment")
-        self.rep_codec = AvroCodec("UserRepresentation")
+        self.spec = RepresentationSpec(
+            encoder.model_version, config.top_k, config.half_life_ms, store.vector_dtype
+        )
         self.dead_letters = DeadLetterSink(publisher, config.dead_letter_topic)
         self._dead_letters_unflushed = False
         self._applied: dict[int, int] = {}
-        # Pipeline with an encoder that works alongside (not while re-encoding stored segments,
-        # which asks the store what the batch before has not written yet).
-        self._pipelined = bool(getattr(encoder, "asynchronous", False)) and not config.encode_missing
+        # Pipeline with an encoder that works alongside and builds the representations, keeping
+        # the batch before's segments for the next (not while re-encoding stored segments, which
+        # asks the store what the batch before has not written yet).
+        self._pipelined = (
+            bool(getattr(encoder, "asynchronous", False))
+            and bool(getattr(encoder, "builds_representations", False))
+            and not config.encode_missing
+        )
         self._pending: tuple[_Prepared, list[SourceRecord]] | None = None  # submitted, not stored
         self.totals = StageReport()
         # Called with the records of each micro-batch once the store holds them (metrics, benchmarks).
@@ -380,32 +400,36 @@ class EncoderStage:
             self._mark_missing_vectors(windows)
 
         changed = [(key, o) for key, w in windows.items() for o in sorted(w.dirty)]
-        vectors = self._start_encoding([windows[key].segments[o] for key, o in changed])
-        return _Prepared(records, report, windows, changed, vectors, publish)
+        segments = [windows[key].segments[o] for key, o in changed]
+        users = sorted({user_id for (user_id, _), _ in changed})
+        job = RepresentationJob(
+            self.spec,
+            [_segment_head(rec) for rec in segments],
+            users,
+            self.store.newest_segment_entries(self.spec.model_version, users, self.spec.top_k),
+            after_previous=self._pending is not None,  # the store lacks its segments: merge them
+        )
+        encoded = self._start_batch([_segment_input(rec) for rec in segments], job)
+        return _Prepared(records, report, windows, changed, job, encoded, publish)
 
     def _store(self, prepared: _Prepared) -> set[str]:
         """Write a prepared batch's segments, vectors and representations, and publish them (or,
         a restore, mark their users pending); returns the users it changed."""
-        windows, changed, report = prepared.windows, prepared.changed, prepared.report
-        vectors = prepared.vectors()
+        windows, changed, report, job = prepared.windows, prepared.changed, prepared.report, prepared.job
+        outcome = prepared.outcome()
         crash_point("encoded")
         report.encoded += len(changed)
-        model_version = self.encoder.model_version
+        model_version = self.spec.model_version
         batch = self.store.batch()
-        new_by_user: dict[str, list[StoredSegment]] = defaultdict(list)
-        for ((user_id, window), ordinal), vector in zip(changed, vectors, strict=True):
-            state = windows[(user_id, window)]
-            rec = state.segments[ordinal]
+        for (key, ordinal), head, vector in zip(changed, job.heads, outcome.vectors, strict=True):
+            state = windows[key]
             raw = state.received.get(ordinal)
-            batch.put_segment_events(
-                user_id, window, ordinal, raw if raw is not None else self.codec.encode(rec)
-            )
-            stored = _stored_segment(rec, vector)
-            batch.put_segment_vector(model_version, stored)
-            new_by_user[user_id].append(stored)
+            if raw is None:
+                raw = self.codec.encode(state.segments[ordinal])
+            batch.put_segment_events(*key, ordinal, raw)
+            batch.put_segment_vector(model_version, with_vector(head, vector))
 
-        for user_id, representation in self._representations(new_by_user):
-            value = self.rep_codec.encode(representation)
+        for user_id, value in zip(job.users, outcome.representations, strict=True):
             batch.put_representation(model_version, user_id, value)
             if prepared.publish:
                 batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
@@ -416,7 +440,7 @@ class EncoderStage:
             batch.set_applied_offset(model_version, self.config.segments_topic, partition, offset)
         self._write_and_publish(batch, report)
         self._applied.update(last_offsets)
-        return set(new_by_user)
+        return set(job.users)
 
     def _write_and_publish(self, batch: StoreBatch, report: StageReport) -> None:
         if self._dead_letters_unflushed:  # before the write that moves the applied offset past them
@@ -508,33 +532,18 @@ class EncoderStage:
         stored = self.store.window_segment_events(user_id, window_start)
         return _Window({ordinal: self.codec.decode(value) for ordinal, value in stored})
 
-    def _start_encoding(self, records: list[dict[str, Any]]) -> Callable[[], np.ndarray]:
-        """Hand the segments to the encoder; the call returned gives their vectors, as stored."""
-        if not records:
-            return lambda: np.zeros((0, 0), dtype=np.float32)
-        vectors = self.encoder.start_encoding([_segment_input(rec) for rec in records])
-        return lambda: quantize(vectors(), self.store.vector_dtype)
-
-    def _representations(
-        self, new_by_user: dict[str, list[StoredSegment]]
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """(user, representation record) for every user with new segments, in user order."""
-        k, version = self.config.top_k, self.encoder.model_version
-        users = sorted(new_by_user)
-        newest = [self._newest(user_id, new_by_user[user_id]) for user_id in users]
-        contextual = self.encoder.contextualize([ContextState.of(segments) for segments in newest], k)
-        records = representation_records(users, version, newest, self.config.half_life_ms, contextual)
-        return list(zip(users, records, strict=True))
-
-    def _newest(self, user_id: str, new: list[StoredSegment]) -> list[StoredSegment]:
-        """The user's newest K segments once `new` are stored, newest first."""
-        k = self.config.top_k
-        current = {
-            (s.window_start_ms, s.ordinal): s
-            for s in self.store.newest_segments(self.encoder.model_version, user_id, k)
-        }
-        current.update({(s.window_start_ms, s.ordinal): s for s in new})
-        return [current[key] for key in sorted(current, reverse=True)[:k]]
+    def _start_batch(
+        self, segments: list[SegmentInput], job: RepresentationJob
+    ) -> Callable[[], BatchOutcome]:
+        """Hand the segments and the job to the encoder; the call returned waits for the outcome."""
+        if not segments:
+            return lambda: BatchOutcome(np.zeros((0, 0), dtype=np.float32), [])
+        if getattr(self.encoder, "builds_representations", False):
+            return self.encoder.start_batch(segments, job)  # type: ignore[attr-defined]
+        # On this thread, after the encoder: the stage does not pipeline with such an encoder, so
+        # the store already held everything before this batch when the job was read.
+        vectors = self.encoder.start_encoding(segments)
+        return lambda: finish_batch(job, vectors(), self.encoder.contextualize, {})[0]
 
     def _applied_offset(self, partition: int) -> int:
         if partition not in self._applied:
@@ -568,16 +577,15 @@ def _segment_input(record: dict[str, Any]) -> SegmentInput:
     )
 
 
-def _stored_segment(record: dict[str, Any], vector: np.ndarray) -> StoredSegment:
-    return StoredSegment(
-        user_id=record["user_id"],
-        window_start_ms=record["window_start_ms"],
-        window_end_ms=record["window_end_ms"],
-        ordinal=record["ordinal"],
-        last_event_ms=max(e["event_time_ms"] for e in record["events"]),
-        event_count=len(record["events"]),
-        vector=vector,
-        item_ids=tuple(dict.fromkeys(e["item_id"] for e in record["events"])),
+def _segment_head(record: dict[str, Any]) -> SegmentHead:
+    return (
+        record["user_id"],
+        record["window_start_ms"],
+        record["window_end_ms"],
+        record["ordinal"],
+        max(e["event_time_ms"] for e in record["events"]),
+        len(record["events"]),
+        tuple(dict.fromkeys(e["item_id"] for e in record["events"])),
     )
 
 

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from confluent_kafka import Consumer
@@ -27,12 +27,15 @@ from streams.windowing import NO_WATERMARK
 if TYPE_CHECKING:
     from streams.app import WorkerRuntime
     from streams.encoder_stage import Encoder
+    from streams.representation_batch import BatchOutcome, RepresentationJob
     from streams.segmenter_process import PartitionView
     from streams.windowing import SegmentCloser
 
 __all__ = ["MetricsServer", "TimedEncoder", "WorkerMetrics"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class TimedEncoder:
@@ -50,16 +53,27 @@ class TimedEncoder:
     def start_encoding(self, segments: Sequence[SegmentInput]) -> Callable[[], np.ndarray]:
         """Observes the time from the hand-off to the vectors (in an encoder process, the stage
         works meanwhile)."""
-        started = time.perf_counter()
-        result = self._encoder.start_encoding(segments)
+        return self._timed(len(segments), lambda: self._encoder.start_encoding(segments))
 
-        def vectors() -> np.ndarray:
+    def start_batch(
+        self, segments: Sequence[SegmentInput], job: RepresentationJob
+    ) -> Callable[[], BatchOutcome]:
+        """start_encoding() of an encoder that builds representations too (`builds_representations`):
+        the time observed includes building them."""
+        start_batch = self._encoder.start_batch  # type: ignore[attr-defined]
+        return self._timed(len(segments), lambda: start_batch(segments, job))
+
+    def _timed(self, size: int, start: Callable[[], Callable[[], T]]) -> Callable[[], T]:
+        started = time.perf_counter()
+        result = start()
+
+        def finished() -> T:
             found = result()
             self._seconds.observe(time.perf_counter() - started)
-            self._size.observe(len(segments))
+            self._size.observe(size)
             return found
 
-        return vectors
+        return finished
 
     def contextualize(self, states: Sequence[ContextState], k: int) -> list[np.ndarray]:
         return self._encoder.contextualize(states, k)

@@ -1,5 +1,7 @@
 """A pipelined encoder stage (an encoder process, `submit`) stores and publishes exactly what the
-synchronous stage (`process`) does, on a stream whose windows run across micro-batches."""
+synchronous stage (`process`) does, on a stream whose windows run across micro-batches: the
+encoder process builds the representations from the store as read before the batch ahead of it
+was stored, plus that batch's segments, which it kept (streams/representation_batch.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 import pytest
 from topic_values import read_values
 
-from encoders import SegmentBatchEncoder
+from encoders import SegmentBatchEncoder, SegmentEncoderConfig
 from schemas import AvroCodec
 from store import RocksDBVectorStore, keys
 from streams import encoder_stage
@@ -69,11 +71,13 @@ def run_stage(
     return state, stage.totals, stored
 
 
+@pytest.mark.parametrize("context_layers", [0, 1], ids=["stored-vectors", "contextual-vectors"])
 def test_a_pipelined_stage_stores_and_publishes_what_the_synchronous_one_does(
-    kafka_bootstrap: str, create_topic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kafka_bootstrap: str, create_topic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context_layers: int
 ) -> None:
     records = closed_segment_records()
-    encoder = SegmentBatchEncoder.untrained(seed=0, device="cpu")
+    config = SegmentEncoderConfig(context_layers=context_layers)
+    encoder = SegmentBatchEncoder.untrained(config, seed=0, device="cpu")
     sync_topic, piped_topic = create_topic("reps-sync"), create_topic("reps-piped")
     sync_state, sync_totals, sync_stored = run_stage(
         kafka_bootstrap, sync_topic, tmp_path / "sync", encoder, records, pipelined=False

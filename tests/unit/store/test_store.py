@@ -13,6 +13,7 @@ from store import (
     RocksDBVectorStore,
     StoredSegment,
     StoreError,
+    decode_segments,
     decode_vector,
     decode_vectors,
     encode_vector,
@@ -73,6 +74,14 @@ def test_newest_segments_come_newest_first_and_stop_at_k(store: RocksDBVectorSto
     assert np.array_equal(first.vector, segment("u1", 300, 1, seed=301).vector)
     assert store.newest_segments(MODEL, "nobody", k=4) == []
     assert store.user_segment_count(MODEL, "u1") == 5
+    # Many users read with one iterator, in any order, absent ones too, as each read alone.
+    users = ["u10", "nobody", "u1", "u0", "u10"]
+    for user, entries in zip(users, store.newest_segment_entries(MODEL, users, 3), strict=True):
+        together, alone = decode_segments(user, entries), store.newest_segments(MODEL, user, 3)
+        assert [(*s[:6], s.vector.tobytes(), s.item_ids) for s in together] == [
+            (*s[:6], s.vector.tobytes(), s.item_ids) for s in alone
+        ]
+        assert len(alone) == {"u10": 1, "nobody": 0, "u1": 3, "u0": 0}[user]
 
 
 def test_window_segment_events_are_per_user_and_window(store: RocksDBVectorStore) -> None:
