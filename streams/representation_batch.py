@@ -4,8 +4,8 @@ Building a user's representation is pure work once its inputs are read: decode t
 K stored segments, merge the batch's new ones in, read them in context, fuse, and encode the
 record. So the stage reads those inputs (the store's raw entries) when it merges a micro-batch,
 and hands them with the segments to its encoder; an encoder process (streams/encoder_process.py)
-then does all of it on its own core, beside the stage's Python, which a representation used to
-cost more than half of for users with history (docs/performance.md, twelfth round). With any other
+then does all of it on its own core, beside the stage's Python. For users with history it had
+been more than half of the stage's time (docs/performance.md, twelfth round). With any other
 encoder the stage runs the same code on its own thread.
 
 The store read for micro-batch n happens while the batch before it, n-1, is still with the encoder
