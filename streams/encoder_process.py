@@ -10,9 +10,10 @@ the same code with the same number of torch threads, so its vectors are bit for 
 (vectors do not depend on the batch, its order or the thread count; tests/unit/encoders).
 
 The child also builds each batch's user representations (streams/representation_batch.py) from
-what the stage read for them: decoding the newest K, fusing and encoding them took more of the
-stage's core than the model did. It keeps each batch's new segments until the next one, whose
-store read could not see them yet.
+what the stage read for them: reading and decoding the newest K, building the records and their
+Avro had been 62% of the stage's thread for users with history (docs/performance.md, eleventh
+round). It keeps each batch's new segments until the next one, whose store read could not see
+them yet.
 
 The parent sends each batch's segments and the child answers each in order, with the outcome or
 the error it raised. A reader thread in the parent takes the answers as they come, so
