@@ -5,14 +5,15 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Iterable, Iterator, Sequence
-from functools import cache
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import cache, partial
 from importlib import resources
 from typing import Any
 
 import fastavro
 
 from schemas import fast_paths
+from schemas.fast_paths import EventFields
 
 __all__ = [
     "ACTIONS",
@@ -142,6 +143,14 @@ class AvroCodec:
         if encoded is None:
             raise SchemaError(f"SegmentEvent: unusual fields {fields!r}")
         return encoded
+
+    def event_fields_reader(self) -> Callable[[bytes], EventFields | None] | None:
+        """A BehaviourEvent codec's fast path to each record's fields and SegmentEvent bytes
+        (segment_event_bytes'), read in one pass; it returns None for the records that decode()
+        must decide. None where the schemas do not allow cutting the bytes out."""
+        if not self._event_bytes_inside:
+            return None
+        return partial(fast_paths.read_behaviour_event, ACTIONS, self._header)
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """Read one record; raise SchemaError if the bytes are not exactly one record of this schema."""

@@ -24,11 +24,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
+    "EventFields",
     "decoder",
     "encode_closed_segment_parts",
     "encode_segment_event",
     "encode_user_representation",
     "encoder",
+    "read_behaviour_event",
     "segment_event_bytes",
     "segment_event_fields_match",
     "symbol_bytes",
@@ -98,17 +100,29 @@ def _read_nullable_string(data: bytes, p: int) -> tuple[str | None, int]:
 _FAILURES = (_Unusual, IndexError, UnicodeDecodeError, struct.error)
 
 
-def decode_behaviour_event(data: bytes, start: int, actions: tuple[str, ...]) -> dict[str, Any] | None:
-    """BehaviourEvent with an empty context map, else None. Short strings and small indexes are
-    read inline (a one-byte varint), the rest through the helpers: each call costs here."""
+# A BehaviourEvent's fields with an empty context map, and its SegmentEvent bytes (the fields from
+# item_id to event_id, which a ClosedSegment holds as they are: see segment_event_bytes).
+EventFields = tuple[str, str, str, int, float | None, str | None, bytes]
+
+
+def read_behaviour_event(actions: tuple[str, ...], header: bytes, data: bytes) -> EventFields | None:
+    """A BehaviourEvent with an empty context map as a tuple, with its SegmentEvent bytes, else
+    None: what the segmenter needs of each event, without a dict or a second pass to cut the
+    bytes. `header`: the framing the body follows (b"": none). The arguments come in the order a
+    functools.partial binds them: a partial costs 0.15 us a call where a wrapper function cost 0.5.
+    Short strings and small indexes are read inline (a one-byte varint), the rest through the
+    helpers: each call costs here."""
+    if header and not data.startswith(header):
+        return None
     try:
-        p = start
+        p = start = len(header)
         b = data[p]
         if b < 0x80 and not b & 1:
             p += 1 + (b >> 1)
             user_id = data[start + 1 : p].decode()
         else:
             user_id, p = _read_string(data, p)
+        fields_start = p
         b = data[p]
         if b < 0x80 and not b & 1:
             item_start = p + 1
@@ -132,10 +146,19 @@ def decode_behaviour_event(data: bytes, start: int, actions: tuple[str, ...]) ->
         return None
     if p != len(data) - 1 or data[p] != 0:  # only the empty context map, and nothing after it
         return None
+    return user_id, item_id, actions[action], event_time_ms, weight, event_id, data[fields_start:p]
+
+
+def decode_behaviour_event(data: bytes, start: int, actions: tuple[str, ...]) -> dict[str, Any] | None:
+    """BehaviourEvent with an empty context map, else None."""
+    fields = read_behaviour_event(actions, data[:start], data)
+    if fields is None:
+        return None
+    user_id, item_id, action, event_time_ms, weight, event_id, _ = fields
     return {
         "user_id": user_id,
         "item_id": item_id,
-        "action": actions[action],
+        "action": action,
         "event_time_ms": event_time_ms,
         "weight": weight,
         "event_id": event_id,

@@ -131,8 +131,8 @@ class Segmenter:
     def _handle(self, messages: list[Message]) -> None:
         now = time.time()
         now_ms = int(now * 1000)
-        check = self.validator.check
-        event_bytes = self.validator.codec.segment_event_bytes
+        read = self.validator.read
+        events = 0
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -145,25 +145,15 @@ class Segmenter:
             if closer is None:  # a record fetched just before its partition was revoked
                 continue
             self._last_record_at[partition] = now
-            value = msg.value()
-            event = check(value, now_ms)
+            event = read(msg.value(), now_ms)
             if isinstance(event, BadEvent):
                 closer.next_offset = offset + 1
                 self._dead_letter(msg, event.reason, event.detail)
                 continue
-            self.stats.events += 1
+            events += 1
             late_before, capped_before = len(closer.late_offsets), len(closer.capped_offsets)
             closed_before = len(closer.closed)
-            closer.add(
-                offset,
-                event["user_id"],
-                event["item_id"],
-                event["action"],
-                event["event_time_ms"],
-                event["weight"],
-                event["event_id"],
-                event_bytes(value, event),  # type: ignore[arg-type]  # check() refused None
-            )
+            closer.add(offset, *event)
             if len(closer.closed) > closed_before:  # this event made segments closable
                 stamp = kafka_timestamp_ms(msg) or now_ms
                 self._stamp(partition, len(closer.closed) - closed_before, stamp)
@@ -174,6 +164,7 @@ class Segmenter:
                 self._dead_letter(
                     msg, "segment-cap", f"user has {self.rules.max_segments} segments in this window already"
                 )
+        self.stats.events += events
         self._emit_closed()
 
     def _stamp(self, partition: int, count: int, closable_at_ms: int) -> None:

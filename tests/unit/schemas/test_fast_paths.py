@@ -198,6 +198,33 @@ def test_closed_segments_from_their_events_bytes_equal_fastavro(schema_id: int |
         assert segments.encode_closed_segment_parts(head, event_bytes) == reference_encode(segments, record)
 
 
+@pytest.mark.parametrize("schema_id", [None, 9])
+def test_event_fields_read_in_one_pass_equal_decode_and_cut(schema_id: int | None) -> None:
+    """The segmenter reads each event's fields and SegmentEvent bytes in one pass: on valid and
+    damaged bytes it must give decode()'s values and segment_event_bytes' bytes, or leave the
+    record to them (None)."""
+    rng = random.Random(17)
+    codec = AvroCodec("BehaviourEvent", schema_id=schema_id)
+    read = codec.event_fields_reader()
+    assert read is not None
+    took_fast = 0
+    for _ in range(1500):
+        data = codec.encode(rand_event(rng))
+        for candidate in [data] + [damaged(rng, data) for _ in range(4)]:
+            fields = read(candidate)
+            if fields is None:
+                continue
+            took_fast += 1
+            event = reference_decode(codec, candidate[5:] if schema_id is not None else candidate)
+            assert event != "error" and not event["context"], candidate
+            names = ("user_id", "item_id", "action", "event_time_ms", "weight", "event_id")
+            assert same(list(fields[:-1]), [event[name] for name in names])
+            assert fields[-1] == codec.segment_event_bytes(candidate, event)
+    assert took_fast > 1000
+    if schema_id is not None:  # framed with another schema's id: not this codec's to read
+        assert read(b"\x00\x00\x00\x00\x08" + data[5:]) is None
+
+
 def test_segment_event_bytes_need_the_schemas_to_agree() -> None:
     """Cutting events out of BehaviourEvents relies on their fields between user_id and context
     being a SegmentEvent's, in order and type: a schema change that breaks it turns it off."""
