@@ -21,7 +21,7 @@ import pytest
 
 from schemas import ACTIONS, CLOSE_REASONS, AvroCodec, SchemaError
 from schemas.codec import load_schema
-from schemas.fast_paths import decoder, encoder, segment_event_fields_match
+from schemas.fast_paths import _long, decoder, encoder, segment_event_fields_match
 
 STRINGS = ["", "u", "i42", "é-ü-€", "x" * 63, "y" * 64, "z" * 300, "\U0001f600 emoji"]
 LONGS = [0, 1, -1, 63, -64, 64, -65, 2**31 - 1, -(2**31), 1_700_000_000_000, 2**63 - 1, -(2**63)]
@@ -249,6 +249,19 @@ def test_closed_segment_parts_refuse_unusual_fields() -> None:
         codec.encode_closed_segment_parts(head, [b"\x02i\x04\x00\x00\x00"])
     with pytest.raises(SchemaError, match="reads BehaviourEvent"):
         codec.segment_event_bytes(b"", {})
+
+
+def test_longs_are_written_as_fastavro_writes_them_at_every_length() -> None:
+    """The writer's varints come from tables, two bytes at a time: each length from 1 to 10
+    bytes, both sides of each boundary, both signs, and random values."""
+    rng = random.Random(21)
+    edges = [s * (2**k + d) for k in range(64) for d in (-1, 0, 1) for s in (1, -1)]
+    values = [v for v in edges if -(2**63) <= v < 2**63]
+    values += [rng.randrange(-(2**63), 2**63) for _ in range(5000)]
+    for value in values:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, "long", value)
+        assert _long(value) == buf.getvalue(), value
 
 
 # --- UserRepresentation ---------------------------------------------------------------------------
