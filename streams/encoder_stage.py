@@ -30,7 +30,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -75,9 +75,9 @@ class Encoder(Protocol):
     def contextualize(self, states: Sequence[ContextState], k: int) -> list[np.ndarray]: ...
 
 
-@dataclass(frozen=True)
-class SourceRecord:
-    """One closed-segments record as consumed."""
+class SourceRecord(NamedTuple):
+    """One closed-segments record as consumed. A named tuple: one is made per record, in 0.9 us
+    where a frozen dataclass took 1.9."""
 
     partition: int
     offset: int
