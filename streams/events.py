@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from schemas import AvroCodec, SchemaError
 from schemas.fast_paths import EventFields
 
-__all__ = ["BadEvent", "EventFields", "EventValidator"]
+__all__ = ["BadEvent", "EventValidator"]
 
 _EVENT_FIELDS = ("user_id", "item_id", "action", "event_time_ms", "weight", "event_id")
 
@@ -39,7 +39,7 @@ class EventValidator:
         """The event's fields, in SegmentCloser.add's order, with its SegmentEvent bytes last.
 
         Most records take the codec's one-pass fast path (no dict, the bytes cut as the fields are
-        read): 1.3 us of the segmenter's 5.5 us per event went to the dict and the second pass.
+        read): 3.5 us an event, against 5.5 us for a dict checked and then cut in a second pass.
         """
         if value is None:
             return BadEvent("undecodable", "record has no value")
