@@ -292,7 +292,7 @@ WEIGHTS = [
     float_of_bits(0x7FF8000020000000),  # a payload that survives the cast
     float_of_bits(0x7FF4000000000000),  # signalling
 ]
-# Timestamps at the six-byte varints' edges (2**34 to 2**41 - 1 take _six_byte_varint), the int64 edges.
+# Timestamps at the six-byte varints' edges (2**34 to 2**41 - 1: _three_timestamps' lanes), int64's edges.
 REP_LONGS = [
     *LONGS,
     2**34 - 1,
