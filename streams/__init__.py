@@ -3,6 +3,11 @@
 Applications that produce behaviour events use `EventProducer`; everything else is the worker's.
 """
 
+# First: streams.events and streams.windowing are hot modules (schemas/compiled.py).
+from schemas.compiled import load_compiled_modules
+
+load_compiled_modules()
+
 from streams.config import MsliSettings, load_settings
 from streams.errors import ConfigError, StreamsError
 from streams.producer import EventProducer

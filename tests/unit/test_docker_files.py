@@ -128,5 +128,6 @@ def test_dockerfile_installs_the_packages_with_a_cpu_default_and_a_cuda_variant(
     pyproject = tomllib.loads((DOCKER.parent / "pyproject.toml").read_text())
     for package in pyproject["tool"]["setuptools"]["packages"]:
         assert f"COPY {package} ./{package}" in text
+    assert "python -m schemas.build_compiled" in text  # the hot modules, compiled
     assert 'ENTRYPOINT ["msli"]' in text
     assert re.search(r"^USER (?!root)", text, re.MULTILINE)

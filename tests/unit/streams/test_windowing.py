@@ -29,7 +29,7 @@ def summary(records: list[dict]) -> list[tuple]:
 
 
 def test_window_closes_when_watermark_passes_end_plus_lateness() -> None:
-    closer = SegmentCloser(SegmentationConfig(**{**RULES.__dict__, "user_idle_ms": 2 * HOUR}), partition=0)
+    closer = SegmentCloser(dataclasses.replace(RULES, user_idle_ms=2 * HOUR), partition=0)
     out = feed(closer, [("u", "a", 1_000), ("u", "b", 2_000), ("v", "x", HOUR + 30_000)])
     assert out == []  # v's event is at end + 30 s: within the lateness
     out = feed(closer, [("v", "y", HOUR + MIN)], start_offset=3)
@@ -55,9 +55,7 @@ def test_event_after_its_window_closed_becomes_a_late_record() -> None:
 
 
 def test_late_events_go_to_dead_letters_when_configured() -> None:
-    closer = SegmentCloser(
-        SegmentationConfig(**{**RULES.__dict__, "late_events": "dead-letter"}), partition=0
-    )
+    closer = SegmentCloser(dataclasses.replace(RULES, late_events="dead-letter"), partition=0)
     feed(closer, [("u", "a", 1_000), ("w", "x", 2 * HOUR)])
     out = feed(closer, [("u", "too-late", 2_000)], start_offset=2)
     assert out == [] and closer.late_offsets == [2]

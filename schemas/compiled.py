@@ -1,0 +1,128 @@
+"""The hot modules, compiled with mypyc where a build of them matches their source.
+
+msli is Python. Three modules run per event in pure Python loops: reading and writing Avro by hand
+(schemas.fast_paths), reading and checking each event (streams.events) and the closing rules
+(streams.windowing). mypyc compiles those same files, type annotations and all, to C extensions
+that run them about 2.2 times as fast (docs/performance.md, fourteenth round).
+`python -m schemas.build_compiled`, which ./dev and the Dockerfile run, builds them into
+schemas/_compiled/ with a manifest of the sources they were built from.
+
+`load_compiled_modules()` puts a finder in front of the import system that loads those builds
+instead of the sources: all of them or none, because a compiled module calls the others natively,
+so one edited source makes the whole build stale. Without a build, with a stale one, or with
+MSLI_COMPILED=0, every module runs from its source, as it always could; the behaviour is the same.
+A package whose modules are listed here calls `load_compiled_modules()` before importing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+from types import ModuleType
+
+__all__ = [
+    "COMPILED_DIR",
+    "HOT_MODULES",
+    "MANIFEST",
+    "compiled_status",
+    "load_compiled_modules",
+    "read_manifest",
+    "source_digests",
+    "stale_reason",
+]
+
+log = logging.getLogger(__name__)
+
+HOT_MODULES = ("schemas.fast_paths", "streams.events", "streams.windowing")
+COMPILED_DIR = Path(__file__).resolve().parent / "_compiled"
+MANIFEST = "manifest.json"
+_ROOT = Path(__file__).resolve().parent.parent  # holds the packages: the repository, or site-packages
+
+_state: dict[str, str] = {}  # "status": what compiled_status() says, once decided
+
+
+def source_digests(modules: Sequence[str] = HOT_MODULES) -> dict[str, str]:
+    """sha256 of each module's source, by module name: what a build is checked against."""
+    return {
+        name: hashlib.sha256((_ROOT / (name.replace(".", "/") + ".py")).read_bytes()).hexdigest()
+        for name in modules
+    }
+
+
+def read_manifest(directory: Path = COMPILED_DIR) -> dict[str, object] | None:
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def stale_reason(manifest: dict[str, object] | None) -> str | None:
+    """Why a build cannot be used with these sources and this interpreter (None: it can)."""
+    if manifest is None:
+        return "no build"
+    if manifest.get("suffix") not in importlib.machinery.EXTENSION_SUFFIXES:
+        return "the build is for another Python"
+    if manifest.get("sources") != source_digests():
+        return "a hot module changed since the build"
+    return None
+
+
+class _CompiledFinder(importlib.abc.MetaPathFinder):
+    """Finds the built extension of each module of a build (and of its shared library)."""
+
+    def __init__(self, extensions: dict[str, Path]) -> None:
+        self.extensions = extensions
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        file = self.extensions.get(fullname)
+        if file is None:
+            return None
+        loader = importlib.machinery.ExtensionFileLoader(fullname, str(file))
+        return importlib.util.spec_from_file_location(fullname, file, loader=loader)
+
+
+def load_compiled_modules(directory: Path = COMPILED_DIR) -> str:
+    """Load the hot modules from their build from now on, if it matches; once per process.
+    Returns what `compiled_status()` returns."""
+    if "status" in _state:
+        return _state["status"]
+    if os.environ.get("MSLI_COMPILED", "1") == "0":
+        status = "interpreted (MSLI_COMPILED=0)"
+    else:
+        manifest = read_manifest(directory)
+        reason = stale_reason(manifest)
+        if reason is None:
+            assert manifest is not None
+            extensions = manifest["extensions"]
+            assert isinstance(extensions, dict)
+            sys.meta_path.insert(0, _CompiledFinder({n: directory / f for n, f in extensions.items()}))
+            status = "compiled (mypyc)"
+        else:
+            status = f"interpreted ({reason})"
+            if reason != "no build":  # say why it runs slower (a developer edited a hot module)
+                log.warning("hot modules run interpreted: %s; ./dev setup rebuilds them", reason)
+    _state["status"] = status
+    return status
+
+
+def compiled_status() -> str:
+    """Which the hot modules of this process are: "compiled (mypyc)", or "interpreted (why)"."""
+    status = load_compiled_modules()
+    if status.startswith("compiled"):
+        loaded = [name for name in HOT_MODULES if name in sys.modules]
+        suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+        if any(not str(sys.modules[name].__file__).endswith(suffixes) for name in loaded):
+            return "interpreted (imported before the build was loaded)"
+    return status
