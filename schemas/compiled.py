@@ -16,6 +16,7 @@ A package whose modules are listed here calls `load_compiled_modules()` before i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.abc
 import importlib.machinery
@@ -47,20 +48,18 @@ COMPILED_DIR = Path(__file__).resolve().parent / "_compiled"
 MANIFEST = "manifest.json"
 _ROOT = Path(__file__).resolve().parent.parent  # holds the packages: the repository, or site-packages
 
-_state: dict[str, str] = {}  # "status": what compiled_status() says, once decided
 
-
-def source_digests(modules: Sequence[str] = HOT_MODULES) -> dict[str, str]:
-    """sha256 of each module's source, by module name: what a build is checked against."""
+def source_digests() -> dict[str, str]:
+    """sha256 of each hot module's source, by module name: what a build is checked against."""
     return {
         name: hashlib.sha256((_ROOT / (name.replace(".", "/") + ".py")).read_bytes()).hexdigest()
-        for name in modules
+        for name in HOT_MODULES
     }
 
 
-def read_manifest(directory: Path = COMPILED_DIR) -> dict[str, object] | None:
+def read_manifest() -> dict[str, object] | None:
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
+        manifest = json.loads((COMPILED_DIR / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) else None
@@ -93,28 +92,23 @@ class _CompiledFinder(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, file, loader=loader)
 
 
-def load_compiled_modules(directory: Path = COMPILED_DIR) -> str:
-    """Load the hot modules from their build from now on, if it matches; once per process.
-    Returns what `compiled_status()` returns."""
-    if "status" in _state:
-        return _state["status"]
+@functools.cache  # once per process: the first import of the hot modules decides
+def load_compiled_modules() -> str:
+    """Load the hot modules from their build from now on, if it matches. Returns what
+    `compiled_status()` returns."""
     if os.environ.get("MSLI_COMPILED", "1") == "0":
-        status = "interpreted (MSLI_COMPILED=0)"
-    else:
-        manifest = read_manifest(directory)
-        reason = stale_reason(manifest)
-        if reason is None:
-            assert manifest is not None
-            extensions = manifest["extensions"]
-            assert isinstance(extensions, dict)
-            sys.meta_path.insert(0, _CompiledFinder({n: directory / f for n, f in extensions.items()}))
-            status = "compiled (mypyc)"
-        else:
-            status = f"interpreted ({reason})"
-            if reason != "no build":  # say why it runs slower (a developer edited a hot module)
-                log.warning("hot modules run interpreted: %s; ./dev setup rebuilds them", reason)
-    _state["status"] = status
-    return status
+        return "interpreted (MSLI_COMPILED=0)"
+    manifest = read_manifest()
+    reason = stale_reason(manifest)
+    if reason is not None:
+        if reason != "no build":  # say why it runs slower (a developer edited a hot module)
+            log.warning("hot modules run interpreted: %s; ./dev setup rebuilds them", reason)
+        return f"interpreted ({reason})"
+    assert manifest is not None
+    extensions = manifest["extensions"]
+    assert isinstance(extensions, dict)
+    sys.meta_path.insert(0, _CompiledFinder({name: COMPILED_DIR / file for name, file in extensions.items()}))
+    return "compiled (mypyc)"
 
 
 def compiled_status() -> str:
