@@ -21,9 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from schemas.compiled import COMPILED_DIR, HOT_MODULES, MANIFEST, read_manifest, source_digests, stale_reason
-
-_ROOT = COMPILED_DIR.parent.parent
+from schemas.compiled import (
+    COMPILED_DIR,
+    HOT_MODULES,
+    MANIFEST,
+    PACKAGES_ROOT,
+    read_manifest,
+    source_digests,
+    stale_reason,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         # In a child: mypyc and the compiler print a page per module, shown only if it fails.
         done = subprocess.run(
             [sys.executable, "-m", "schemas.build_compiled", "--compile-into", tmp],
-            cwd=_ROOT,
+            cwd=PACKAGES_ROOT,
             capture_output=True,
             text=True,
         )
@@ -67,6 +73,9 @@ def _missing_tool() -> str | None:
     compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(compiler) is None:
         return f"no C compiler ({compiler})"
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not headers.is_file():
+        return f"no Python headers ({headers})"
     return None
 
 

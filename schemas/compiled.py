@@ -34,6 +34,7 @@ __all__ = [
     "COMPILED_DIR",
     "HOT_MODULES",
     "MANIFEST",
+    "PACKAGES_ROOT",
     "compiled_status",
     "load_compiled_modules",
     "read_manifest",
@@ -44,15 +45,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HOT_MODULES = ("schemas.fast_paths", "streams.events", "streams.windowing")
-COMPILED_DIR = Path(__file__).resolve().parent / "_compiled"
+PACKAGES_ROOT = Path(__file__).resolve().parent.parent  # the repository, or site-packages
+COMPILED_DIR = PACKAGES_ROOT / "schemas" / "_compiled"
 MANIFEST = "manifest.json"
-_ROOT = Path(__file__).resolve().parent.parent  # holds the packages: the repository, or site-packages
 
 
 def source_digests() -> dict[str, str]:
     """sha256 of each hot module's source, by module name: what a build is checked against."""
     return {
-        name: hashlib.sha256((_ROOT / (name.replace(".", "/") + ".py")).read_bytes()).hexdigest()
+        name: hashlib.sha256((PACKAGES_ROOT / (name.replace(".", "/") + ".py")).read_bytes()).hexdigest()
         for name in HOT_MODULES
     }
 

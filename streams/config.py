@@ -25,6 +25,7 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 _ENV_PREFIX = "MSLI_"
 # Variables with the prefix that are not settings but are read elsewhere on purpose.
 # MSLI_CRASH_AT is the reliability tests' crash hook (streams/faults.py), inert unless set.
+# MSLI_COMPILED=0 runs the hot modules from source instead of their mypyc build (schemas/compiled.py).
 _NON_SETTING_ENV = {"MSLI_CONFIG", "MSLI_VENV", "MSLI_CRASH_AT", "MSLI_COMPILED"}
 # librdkafka settings that turn off a safety check, with every spelling librdkafka reads as "off";
 # refused unless `allow_insecure_kafka` is set.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.build_compiled import _missing_tool
+from schemas import build_compiled
 from schemas.compiled import (
     COMPILED_DIR,
     HOT_MODULES,
@@ -72,7 +72,7 @@ def close_a_stream(compiled: bool) -> list:
 
 def build_is_expected() -> None:
     """Where mypyc and a C compiler are, ./dev has built the hot modules: check that it did."""
-    missing = _missing_tool()
+    missing = build_compiled._missing_tool()
     if missing is not None:
         pytest.skip(f"the hot modules cannot be compiled here: {missing}")
     assert stale_reason(read_manifest()) is None, "./dev setup should have built the hot modules"
@@ -107,3 +107,13 @@ def test_the_finder_serves_only_the_modules_of_the_build(tmp_path: Path) -> None
     spec = finder.find_spec("streams.windowing")
     assert spec is not None and spec.origin == str(tmp_path / "streams.windowing.so")
     assert finder.find_spec("streams.segmenter") is None
+
+
+def test_without_a_c_compiler_the_build_says_so_and_leaves_msli_interpreted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest_before = read_manifest()
+    monkeypatch.setattr(build_compiled.shutil, "which", lambda name: None)
+    assert build_compiled.main(["--force"]) == 0
+    assert "the hot modules stay interpreted (slower, same results): no C compiler" in capsys.readouterr().out
+    assert read_manifest() == manifest_before  # nothing built, nothing removed
