@@ -3,9 +3,9 @@
 Does nothing while the build in schemas/_compiled/ matches the sources and the interpreter.
 Otherwise it compiles them in a temporary folder and then replaces the build, the manifest last, so
 an interrupted build leaves none that loads. Without mypyc (the `test` extra installs it, with
-mypy) or a C compiler it says so in one line and exits 0: msli runs the same, interpreted. A hot
-module that mypyc cannot compile exits 1 with the compiler's words: that is a bug to fix, not a
-slower run to accept.
+mypy), a C compiler or Python's headers it says so in one line and exits 0: msli runs the same,
+interpreted. A hot module that mypyc cannot compile exits 1 with the compiler's words: that is a
+bug to fix, not a slower run to accept.
 """
 
 from __future__ import annotations
