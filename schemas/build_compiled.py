@@ -28,6 +28,7 @@ from schemas.compiled import (
     PACKAGES_ROOT,
     read_manifest,
     source_digests,
+    source_file,
     stale_reason,
 )
 
@@ -85,7 +86,7 @@ def _compile_into(directory: Path) -> None:
     from setuptools import Distribution
 
     # One group: the modules call each other natively (schemas.compiled loads all or none).
-    paths = [name.replace(".", "/") + ".py" for name in HOT_MODULES]
+    paths = [source_file(name) for name in HOT_MODULES]
     options = ["--ignore-missing-imports", "--cache-dir", str(directory / "mypy-cache")]
     extensions = mypycify([*options, *paths], opt_level="3", target_dir=str(directory / "c"))
     dist = Distribution({"name": "msli-hot-modules", "ext_modules": extensions})

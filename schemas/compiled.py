@@ -39,6 +39,7 @@ __all__ = [
     "load_compiled_modules",
     "read_manifest",
     "source_digests",
+    "source_file",
     "stale_reason",
 ]
 
@@ -50,10 +51,15 @@ COMPILED_DIR = PACKAGES_ROOT / "schemas" / "_compiled"
 MANIFEST = "manifest.json"
 
 
+def source_file(module: str) -> str:
+    """A hot module's source, relative to PACKAGES_ROOT: what the build compiles and is checked against."""
+    return module.replace(".", "/") + ".py"
+
+
 def source_digests() -> dict[str, str]:
     """sha256 of each hot module's source, by module name: what a build is checked against."""
     return {
-        name: hashlib.sha256((PACKAGES_ROOT / (name.replace(".", "/") + ".py")).read_bytes()).hexdigest()
+        name: hashlib.sha256((PACKAGES_ROOT / source_file(name)).read_bytes()).hexdigest()
         for name in HOT_MODULES
     }
 

@@ -44,11 +44,8 @@ values = [codec.encode(e) for e in generate(n_events=20_000, n_users=2_000, seed
 values += [b"", b"\\x00garbage", values[0][:-3]]  # refused: the same way both ways
 settings = MsliSettings()
 validator = EventValidator(codec, max_record_bytes=settings.max_record_bytes, max_future_ms=3_600_000)
-closer = SegmentCloser(
-    SegmentationConfig.from_settings(settings),
-    0,
-    write_bytes=lambda head, events: segments.encode_closed_segment_parts(head, events),
-)
+rules = SegmentationConfig.from_settings(settings)
+closer = SegmentCloser(rules, 0, write_bytes=segments.encode_closed_segment_parts)
 refused = []
 for offset, value in enumerate(values):
     event = validator.read(value, 1_800_000_000_000)
