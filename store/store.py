@@ -1,11 +1,14 @@
 """RocksDB store of segment events, segment vectors and user representations.
 
 One atomic write per encoder micro-batch holds the new segments, the users' representations, the
-highest closed-segments offset now reflected, and an outbox of representations still to publish.
-That makes upserts idempotent across crashes: a redelivered record at or below the applied offset
-is skipped, and whatever the outbox still holds is published again with the same bytes. A restore
-publishes only each user's final state, so its writes mark users pending instead of filling the
-outbox; pending users left by a crash are published at the next start.
+highest closed-segments offset now reflected, and an outbox of the representations still to
+publish. That makes upserts idempotent across crashes: a redelivered record at or below the
+applied offset is skipped, and whatever the outbox still names is published again. An outbox
+record names a user's representation rather than copying it: a crash publishes the
+representation the store then holds, the same bytes or a newer state whose own record follows.
+Copies had doubled the bytes of every micro-batch's write (a representation is up to 5 KiB).
+A restore publishes only each user's final state, so its writes mark users pending instead of
+filling the outbox; pending users left by a crash are published at the next start.
 """
 
 from __future__ import annotations
@@ -36,7 +39,13 @@ _OFFSET = struct.Struct(">q")
 # A stored segment vector's fields but its user and vector: (window start, window end, ordinal,
 # last event time, event count, item ids), in StoredSegment's order.
 _SegmentHead = tuple[int, int, int, int, int, tuple[str, ...]]
-_OUTBOX_LENGTHS = struct.Struct(">HI")  # topic length, key length; the value is the rest
+# An outbox record's value: this marker, topic length, model version length, then the topic, the
+# model version and the user id. Records written before references held a copy instead: topic
+# length, key length (this struct), the topic, the key and the value; the first byte of those is
+# 0, since a topic name is shorter than 256 bytes.
+_OUTBOX_REFERENCE = struct.Struct(">BHH")
+_REFERENCE_MARKER = 1
+_OUTBOX_COPY = struct.Struct(">HI")
 
 
 class StoredSegment(NamedTuple):
@@ -64,7 +73,7 @@ class OutboxRecord:
     seq: int
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None  # None: read back, and the representation is gone (its version dropped)
 
 
 def segment_id(user_id: str, window_start_ms: int, ordinal: int) -> str:
@@ -103,13 +112,19 @@ class StoreBatch:
     def set_applied_offset(self, model_version: str, topic: str, partition: int, offset: int) -> None:
         self._batch.put(keys.applied_key(model_version, topic, partition), _OFFSET.pack(offset))
 
-    def add_outbox(self, topic: str, key: bytes, value: bytes) -> None:
+    def add_outbox(self, topic: str, model_version: str, user_id: str, representation: bytes) -> None:
+        """Publish `representation`, the user's as this batch stores it, to `topic` (keyed by user)
+        once the batch is written. The store keeps a reference to it; `self.outbox` the bytes."""
         seq = self._store._next_outbox_seq()
-        raw_topic = topic.encode()
+        raw_topic, raw_version = topic.encode(), model_version.encode()
         self._batch.put(
-            keys.outbox_key(seq), _OUTBOX_LENGTHS.pack(len(raw_topic), len(key)) + raw_topic + key + value
+            keys.outbox_key(seq),
+            _OUTBOX_REFERENCE.pack(_REFERENCE_MARKER, len(raw_topic), len(raw_version))
+            + raw_topic
+            + raw_version
+            + user_id.encode(),
         )
-        self.outbox.append(OutboxRecord(seq, topic, key, value))
+        self.outbox.append(OutboxRecord(seq, topic, user_id.encode(), representation))
 
     def clear_outbox(self, records: list[OutboxRecord]) -> None:
         """Forget outbox records Kafka has acknowledged, in the same write as the rest."""
@@ -264,15 +279,25 @@ class RocksDBVectorStore:
         return versions
 
     def pending_outbox(self) -> list[OutboxRecord]:
+        """The outbox, oldest first, each record with what to publish now: the representation it
+        names as the store holds it (None if it is gone), or the copy an older release wrote."""
         records = []
         for key, value in self._scan(keys.OUTBOX):
-            topic_len, key_len = _OUTBOX_LENGTHS.unpack_from(value)
-            start = _OUTBOX_LENGTHS.size
-            topic = value[start : start + topic_len].decode()
-            rec_key = value[start + topic_len : start + topic_len + key_len]
-            records.append(
-                OutboxRecord(keys.outbox_seq(key), topic, rec_key, value[start + topic_len + key_len :])
-            )
+            seq = keys.outbox_seq(key)
+            if value[0] == _REFERENCE_MARKER:
+                _, topic_len, version_len = _OUTBOX_REFERENCE.unpack_from(value)
+                start = _OUTBOX_REFERENCE.size
+                topic = value[start : start + topic_len].decode()
+                version = value[start + topic_len : start + topic_len + version_len].decode()
+                user_key = value[start + topic_len + version_len :]
+                representation = self.representation(version, user_key.decode())
+                records.append(OutboxRecord(seq, topic, user_key, representation))
+            else:
+                topic_len, key_len = _OUTBOX_COPY.unpack_from(value)
+                start = _OUTBOX_COPY.size
+                topic = value[start : start + topic_len].decode()
+                rec_key = value[start + topic_len : start + topic_len + key_len]
+                records.append(OutboxRecord(seq, topic, rec_key, value[start + topic_len + key_len :]))
         return records
 
     def pending_users(self) -> list[str]:

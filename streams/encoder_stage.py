@@ -196,16 +196,20 @@ class EncoderStage:
         self.on_applied: Callable[[Sequence[SourceRecord]], None] | None = None
 
     def publish_outbox(self) -> int:
-        """Publish what a crash left unpublished, oldest first: the outbox (identical bytes), then
-        the users an interrupted restore changed (their current representation). Call at start-up."""
+        """Publish what a crash left unpublished, oldest first: the outbox (the representations it
+        names, as stored: a user named twice is published once), then the users an interrupted
+        restore changed (their current representation). Call at start-up."""
         pending = self.store.pending_outbox()
+        sent: set[tuple[str, bytes, bytes]] = set()
         for record in pending:
-            self.publisher.send(record.topic, record.key, record.value)
+            if record.value is not None and (record.topic, record.key, record.value) not in sent:
+                sent.add((record.topic, record.key, record.value))
+                self.publisher.send(record.topic, record.key, record.value)
         self.publisher.flush()
         self.store.clear_outbox(pending)
         report = StageReport()
         self._publish_pending(report)
-        published = len(pending) + report.published
+        published = len(sent) + report.published
         if published:
             log.info("published %d representations an earlier run left unpublished", published)
         return published
@@ -360,11 +364,12 @@ class EncoderStage:
         users = self.store.pending_users()
         if not users:
             return
+        version = self.encoder.model_version
         batch = self.store.batch()
         for user_id in users:
-            value = self.store.representation(self.encoder.model_version, user_id)
+            value = self.store.representation(version, user_id)
             if value is not None:
-                batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
+                batch.add_outbox(self.config.representations_topic, version, user_id, value)
             batch.clear_pending(user_id)
         self._write_and_publish(batch, report)
 
@@ -432,7 +437,7 @@ class EncoderStage:
         for user_id, value in zip(job.users, outcome.representations, strict=True):
             batch.put_representation(model_version, user_id, value)
             if prepared.publish:
-                batch.add_outbox(self.config.representations_topic, user_id.encode(), value)
+                batch.add_outbox(self.config.representations_topic, model_version, user_id, value)
             else:  # in the same write as the state, so a crash cannot lose the publication
                 batch.mark_pending(user_id)
         last_offsets = _last_offsets(prepared.records)

@@ -1,11 +1,12 @@
 """Publish the store's outbox without waiting for Kafka inside each micro-batch.
 
-The encoder stage writes a micro-batch's representations to the store together with an outbox of
-the same records, then hands them to `OutboxSender` and goes on with the next micro-batch; Kafka's
+The encoder stage writes a micro-batch's representations to the store together with an outbox
+naming them, then hands them to `OutboxSender` and goes on with the next micro-batch; Kafka's
 acknowledgements arrive meanwhile. A record leaves the outbox (a delete in a later store write)
 only once it and every record sent before it were acknowledged. So what a crash leaves in the
 outbox is always a suffix of what was sent, in sending order: published again oldest first at
-the next start, each user's newest state still comes last, as the compacted topic needs.
+the next start (each named user's representation as stored, so each user's newest state), as the
+compacted topic needs.
 
 Order on the topic itself holds because one idempotent producer sends everything, keyed by user:
 librdkafka keeps a partition's records in order across retries.

@@ -68,3 +68,29 @@ def test_the_outbox_empties_after_the_write_that_follows_its_acknowledgement(
     finally:
         publisher.close()
         store.close()
+
+
+def test_a_restart_publishes_each_user_the_outbox_names_once_as_stored(
+    kafka_bootstrap: str, create_topic, tmp_path: Path
+) -> None:
+    reps_topic = create_topic("representations")
+    encoder = SegmentBatchEncoder.untrained(seed=0, device="cpu")
+    version = encoder.model_version
+    publisher = KafkaPublisher(producer_config({"bootstrap.servers": kafka_bootstrap}))
+    store = RocksDBVectorStore(tmp_path / "store")
+    try:
+        # What a crash leaves after three micro-batches' writes, none of them acknowledged: the
+        # outbox names u twice; the store holds u's second state.
+        for user_id, value in (("u", b"u-1"), ("w", b"w-1"), ("u", b"u-2")):
+            batch = store.batch()
+            batch.put_representation(version, user_id, value)
+            batch.add_outbox(reps_topic, version, user_id, value)
+            store.write(batch)
+        config = StageConfig("segments", reps_topic, top_k=4, half_life_ms=3.6e6, max_events=4)
+        assert EncoderStage(store, encoder, publisher, config).publish_outbox() == 2
+        assert store.pending_outbox() == []
+        # Flushed before publish_outbox returned: a third record would be there by now.
+        assert read_values(kafka_bootstrap, reps_topic, expect=3, timeout=3.0) == [b"u-2", b"w-1"]
+    finally:
+        publisher.close()
+        store.close()

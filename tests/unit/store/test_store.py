@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 
 import numpy as np
 import pytest
@@ -101,7 +102,7 @@ def test_batch_is_atomic_and_applied_offsets_persist(tmp_path) -> None:
         batch = store.batch()
         batch.set_applied_offset(MODEL, "segs", 3, 41)
         batch.put_representation(MODEL, "u", b"rep")
-        batch.add_outbox("reps", b"u", b"rep")
+        batch.add_outbox("reps", MODEL, "u", b"rep")
         assert store.applied_offset(MODEL, "segs", 3) == -1  # nothing visible before write()
         store.write(batch)
     with RocksDBVectorStore(path) as store:
@@ -110,11 +111,52 @@ def test_batch_is_atomic_and_applied_offsets_persist(tmp_path) -> None:
         pending = store.pending_outbox()
         assert [(r.topic, r.key, r.value) for r in pending] == [("reps", b"u", b"rep")]
         batch = store.batch()
-        batch.add_outbox("reps", b"v", b"rep2")  # sequence numbers continue after a reopen
+        batch.put_representation(MODEL, "v", b"rep2")
+        batch.add_outbox("reps", MODEL, "v", b"rep2")  # sequence numbers continue after a reopen
         store.write(batch)
         assert [r.seq for r in store.pending_outbox()] == [pending[0].seq, pending[0].seq + 1]
         store.clear_outbox(store.pending_outbox())
         assert store.pending_outbox() == []
+
+
+def test_the_outbox_names_representations_and_reads_them_as_stored(tmp_path) -> None:
+    with RocksDBVectorStore(tmp_path / "db") as store:
+        first = store.batch()
+        first.put_representation(MODEL, "u", b"rep-1")
+        first.add_outbox("reps", MODEL, "u", b"rep-1")
+        store.write(first)
+        assert [r.value for r in first.outbox] == [b"rep-1"]  # what the stage sends now
+        second = store.batch()
+        second.put_representation(MODEL, "u", b"rep-2")
+        second.add_outbox("reps", MODEL, "u", b"rep-2")
+        second.put_representation("m-other", "w", b"rep-w")
+        second.add_outbox("reps", "m-other", "w", b"rep-w")
+        store.write(second)
+        # Read back after a crash: each record gives the user's representation as stored now.
+        assert [(r.key, r.value) for r in store.pending_outbox()] == [
+            (b"u", b"rep-2"),
+            (b"u", b"rep-2"),
+            (b"w", b"rep-w"),
+        ]
+        store.delete_model_version("m-other")
+        assert [r.value for r in store.pending_outbox()] == [b"rep-2", b"rep-2", None]
+
+
+def test_outbox_copies_written_by_earlier_releases_still_read(tmp_path) -> None:
+    with RocksDBVectorStore(tmp_path / "db") as store:
+        batch = store.batch()
+        # The layout before references: topic length, key length, topic, key, value.
+        batch._batch.put(keys.outbox_key(7), struct.pack(">HI", 4, 1) + b"repsu" + b"old-rep")
+        store.write(batch)
+    with RocksDBVectorStore(tmp_path / "db") as store:
+        assert [(r.seq, r.topic, r.key, r.value) for r in store.pending_outbox()] == [
+            (7, "reps", b"u", b"old-rep")
+        ]
+        batch = store.batch()
+        batch.put_representation(MODEL, "u", b"new-rep")
+        batch.add_outbox("reps", MODEL, "u", b"new-rep")  # numbered after the old records
+        store.write(batch)
+        assert [(r.seq, r.value) for r in store.pending_outbox()] == [(7, b"old-rep"), (8, b"new-rep")]
 
 
 def test_read_only_store_sees_a_running_writers_data(tmp_path) -> None:
