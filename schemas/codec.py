@@ -8,7 +8,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache, partial
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import fastavro
 
@@ -19,6 +19,7 @@ __all__ = [
     "ACTIONS",
     "CLOSE_REASONS",
     "AvroCodec",
+    "RepresentationParts",
     "SchemaError",
     "load_schema",
 ]
@@ -31,6 +32,40 @@ _SCHEMA_FILES = {
 }
 _CONFLUENT_MAGIC = 0
 _CONFLUENT_HEADER = struct.Struct(">bI")
+_SEGMENT_VECTOR_FIELDS = (
+    *("segment_id", "window_start_ms", "window_end_ms", "last_event_ms"),
+    *("event_count", "weight", "vector"),
+)
+
+
+class RepresentationParts(NamedTuple):
+    """A UserRepresentation's fields, its segments' vectors apart from their other fields: what
+    the encoder stage computes for each user, written without a record (AvroCodec.encode_representation)."""
+
+    user_id: str
+    model_version: str
+    dim: int
+    # each SegmentVector's fields but its vector, in the schema's order: segment id, window start,
+    # window end, last event time, event count, weight
+    segments: list[tuple[str, int, int, int, int, float]]
+    vectors: list[bytes]  # theirs, in the same order
+    fused: bytes
+    updated_at_ms: int
+    seen_item_ids: list[str]
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "model_version": self.model_version,
+            "dim": self.dim,
+            "segments": [
+                dict(zip(_SEGMENT_VECTOR_FIELDS, (*head, vector), strict=True))
+                for head, vector in zip(self.segments, self.vectors, strict=True)
+            ],
+            "fused": self.fused,
+            "updated_at_ms": self.updated_at_ms,
+            "seen_item_ids": self.seen_item_ids,
+        }
 
 
 class SchemaError(ValueError):
@@ -112,6 +147,15 @@ class AvroCodec:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise SchemaError(f"{self.schema_name}: {exc}") from None
         return buf.getvalue()
+
+    def encode_representation(self, parts: RepresentationParts) -> bytes:
+        """encode() of parts.record(), without making the record where the fast path can."""
+        if self.schema_name != "UserRepresentation":
+            raise SchemaError(f"encode_representation writes UserRepresentation, not {self.schema_name}")
+        body = fast_paths.encode_user_representation_parts(*parts)
+        if body is not None:
+            return self._header + body
+        return self.encode(parts.record())
 
     def encode_closed_segment_parts(self, head: Sequence[Any], event_bytes: list[bytes]) -> bytes:
         """A ClosedSegment's bytes from its fields other than events, in the schema's order, and its

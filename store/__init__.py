@@ -9,6 +9,7 @@ from store.store import (
     StoreBatch,
     StoredSegment,
     decode_segments,
+    decode_segments_many,
     segment_id,
 )
 from store.vector_codec import decode_vector, decode_vectors, encode_vector, quantize
@@ -23,6 +24,7 @@ __all__ = [
     "StoreError",
     "StoredSegment",
     "decode_segments",
+    "decode_segments_many",
     "decode_vector",
     "decode_vectors",
     "drop_version",

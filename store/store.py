@@ -27,7 +27,14 @@ from store.errors import StoreError
 from store.options import RocksDBOptions
 from store.vector_codec import VectorDtype, decode_vectors, encode_vector
 
-__all__ = ["OutboxRecord", "RocksDBVectorStore", "StoreBatch", "StoredSegment", "decode_segments"]
+__all__ = [
+    "OutboxRecord",
+    "RocksDBVectorStore",
+    "StoreBatch",
+    "StoredSegment",
+    "decode_segments",
+    "decode_segments_many",
+]
 
 _SEGMENT_META = struct.Struct("<qqi")  # window end, last event time (ms), event count
 # A segment vector value is meta + vector, or (since the seen-item score) meta + this marker + the
@@ -390,21 +397,38 @@ class RocksDBVectorStore:
 
 def decode_segments(user_id: str, entries: list[tuple[bytes, bytes]]) -> list[StoredSegment]:
     """The user's stored segment vectors from their (key, value) pairs, in the pairs' order."""
+    return decode_segments_many([user_id], [entries])[0]
+
+
+def decode_segments_many(
+    user_ids: Sequence[str], entries_per_user: Sequence[list[tuple[bytes, bytes]]]
+) -> list[list[StoredSegment]]:
+    """decode_segments() of each user. The encoder stage decodes the newest K of every user a
+    micro-batch touched: their vectors convert together, in one numpy call (about 2 of them a user,
+    which took 6 us a user one user at a time)."""
     heads: list[_SegmentHead] = []
     vectors: list[bytes] = []
-    for key, value in entries:
-        head, vector = _split_segment(key, value)
-        heads.append(head)
-        vectors.append(vector)
-    # The encoder stage decodes the newest K of every user it updates: 16 vectors convert in
-    # 12 us together against 38 us one by one. Positional fields: a named tuple builds in half the
-    # time it takes with keywords.
-    return [
-        StoredSegment(user_id, window_start, window_end, ordinal, last_event, count, vector, item_ids)
-        for (window_start, window_end, ordinal, last_event, count, item_ids), vector in zip(
-            heads, decode_vectors(vectors), strict=True
+    for entries in entries_per_user:
+        for key, value in entries:
+            head, vector = _split_segment(key, value)
+            heads.append(head)
+            vectors.append(vector)
+    decoded = decode_vectors(vectors)
+    found = []
+    first = 0
+    for user_id, entries in zip(user_ids, entries_per_user, strict=True):
+        end = first + len(entries)
+        # Positional fields: a named tuple builds in half the time it takes with keywords.
+        found.append(
+            [
+                StoredSegment(user_id, window_start, window_end, ordinal, last_event, count, vector, item_ids)
+                for (window_start, window_end, ordinal, last_event, count, item_ids), vector in zip(
+                    heads[first:end], decoded[first:end], strict=True
+                )
+            ]
         )
-    ]
+        first = end
+    return found
 
 
 def _split_segment(key: bytes, value: bytes) -> tuple[_SegmentHead, bytes]:

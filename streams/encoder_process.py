@@ -169,6 +169,7 @@ def _child_main(conn: Connection, torch_threads: int, parent_pid: int) -> None:
     try:
         encoder: SegmentBatchEncoder = conn.recv()
         tune_collector()
+        contextualize = encoder.contextualize if encoder.has_context else None
         conn.send("ready")
         previous: dict[str, list[StoredSegment]] = {}  # the last batch's new segments, by user
         while (message := conn.recv()) is not None:
@@ -180,7 +181,7 @@ def _child_main(conn: Connection, torch_threads: int, parent_pid: int) -> None:
                     previous = {}
                     answer = ("done", vectors)
                 else:
-                    outcome, previous = finish_batch(job, vectors, encoder.contextualize, previous)
+                    outcome, previous = finish_batch(job, vectors, contextualize, previous)
                     answer = ("done", outcome)
             except Exception as exc:  # a bad segment: the stage raises it, as it would in-process
                 previous = {}

@@ -548,7 +548,8 @@ class EncoderStage:
         # On this thread, after the encoder: the stage does not pipeline with such an encoder, so
         # the store already held everything before this batch when the job was read.
         vectors = self.encoder.start_encoding(segments)
-        return lambda: finish_batch(job, vectors(), self.encoder.contextualize, {})[0]
+        contextualize = self.encoder.contextualize if getattr(self.encoder, "has_context", True) else None
+        return lambda: finish_batch(job, vectors(), contextualize, {})[0]
 
     def _applied_offset(self, partition: int) -> int:
         if partition not in self._applied:

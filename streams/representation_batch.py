@@ -18,7 +18,6 @@ write, byte for byte (tests/integration/test_encoder_pipeline.py).
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,10 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from encoders import ContextState
-from schemas import AvroCodec
-from store import StoredSegment, decode_segments, quantize
+from store import StoredSegment, decode_segments_many, quantize
 from store.vector_codec import VectorDtype
-from streams.fuser import representation_records
+from streams.fuser import representation_bytes
 
 __all__ = [
     "BatchOutcome",
@@ -77,12 +75,13 @@ class BatchOutcome:
 def finish_batch(
     job: RepresentationJob,
     vectors: np.ndarray,
-    contextualize: Contextualize,
+    contextualize: Contextualize | None,
     previous: Mapping[str, list[StoredSegment]],
 ) -> tuple[BatchOutcome, dict[str, list[StoredSegment]]]:
     """The batch's outcome from its encoder output, and its new segments by user (the `previous`
     of a job read after_previous this one). `previous` must be the batch before's when
-    job.after_previous, and is ignored otherwise."""
+    job.after_previous, and is ignored otherwise. `contextualize` is None for a model without
+    context layers: the representations carry the stored vectors, with no state per user to build."""
     spec = job.spec
     vectors = quantize(vectors, spec.vector_dtype)
     new_by_user: dict[str, list[StoredSegment]] = defaultdict(list)
@@ -90,14 +89,16 @@ def finish_batch(
         new_by_user[head[0]].append(with_vector(head, vector))
     earlier = previous if job.after_previous else {}
     newest = [
-        _newest(decode_segments(user, entries), earlier.get(user, ()), new_by_user[user], spec.top_k)
-        for user, entries in zip(job.users, job.stored, strict=True)
+        _newest(stored, earlier.get(user, ()), new_by_user[user], spec.top_k)
+        for user, stored in zip(job.users, decode_segments_many(job.users, job.stored), strict=True)
     ]
-    contextual = contextualize([ContextState.of(segments) for segments in newest], spec.top_k)
-    records = representation_records(job.users, spec.model_version, newest, spec.half_life_ms, contextual)
-    codec = _representation_codec()
-    outcome = BatchOutcome(vectors, [codec.encode(record) for record in records])
-    return outcome, new_by_user
+    contextual = None
+    if contextualize is not None:
+        contextual = contextualize([ContextState.of(segments) for segments in newest], spec.top_k)
+    representations = representation_bytes(
+        job.users, spec.model_version, newest, spec.half_life_ms, contextual
+    )
+    return BatchOutcome(vectors, representations), new_by_user
 
 
 def with_vector(head: SegmentHead, vector: np.ndarray) -> StoredSegment:
@@ -114,8 +115,3 @@ def _newest(
     current.update({(s.window_start_ms, s.ordinal): s for s in earlier})
     current.update({(s.window_start_ms, s.ordinal): s for s in new})
     return [current[key] for key in sorted(current, reverse=True)[:k]]
-
-
-@functools.cache
-def _representation_codec() -> AvroCodec:
-    return AvroCodec("UserRepresentation")

@@ -19,7 +19,7 @@ import fastavro
 import numpy as np
 import pytest
 
-from schemas import ACTIONS, CLOSE_REASONS, AvroCodec, SchemaError
+from schemas import ACTIONS, CLOSE_REASONS, AvroCodec, RepresentationParts, SchemaError
 from schemas.codec import load_schema
 from schemas.fast_paths import _long, decoder, encoder, segment_event_fields_match
 
@@ -529,3 +529,31 @@ def test_unusual_representation_records_are_left_to_fastavro() -> None:
     for unusual in [None, [], list(record.items()), {**record}.keys()]:
         assert fast(unusual) is None
         assert codec_outcome(codec, unusual) == fastavro_outcome(codec, unusual)
+
+
+SEGMENT_VECTOR_FIELDS = [
+    field["name"] for field in load_schema("UserRepresentation")["fields"][3]["type"]["items"]["fields"]
+]
+
+
+def test_user_representations_from_their_parts_are_the_records_bytes() -> None:
+    """encode_representation gives encode()'s bytes, through the fast path or, for unusual fields,
+    through the record the parts make."""
+    rng = random.Random(29)
+    codec = AvroCodec("UserRepresentation", schema_id=5)
+    for _ in range(1000):
+        record = rand_representation(rng)
+        parts = RepresentationParts(
+            record["user_id"],
+            record["model_version"],
+            record["dim"],
+            [tuple(s[name] for name in SEGMENT_VECTOR_FIELDS[:-1]) for s in record["segments"]],  # type: ignore[misc]
+            [s["vector"] for s in record["segments"]],
+            record["fused"],
+            record["updated_at_ms"],
+            record["seen_item_ids"],
+        )
+        assert parts.record() == record
+        assert codec.encode_representation(parts) == codec.encode(record)
+    with pytest.raises(SchemaError, match="writes UserRepresentation"):
+        AvroCodec("ClosedSegment").encode_representation(parts)
