@@ -45,7 +45,7 @@ from encoders import ContextState, EncoderError, SegmentBatchEncoder, SegmentInp
 from store import StoredSegment
 from streams.child_processes import die_with_parent, picklable, set_process_name
 from streams.collector import tune_collector
-from streams.representation_batch import BatchOutcome, RepresentationJob, finish_batch
+from streams.representation_batch import BatchOutcome, RepresentationJob, SegmentFields, finish_batch
 
 __all__ = ["EncoderProcess", "EncoderProcessError"]
 
@@ -101,18 +101,22 @@ class EncoderProcess:
     def start_encoding(self, segments: Sequence[SegmentInput]) -> Callable[[], np.ndarray]:
         """Send the segments to the child; the returned call waits for their vectors (or raises
         what encode() raised)."""
-        return self._send(segments, None)
+        fields = [
+            (list(s.item_ids), list(s.actions), list(s.event_times_ms), list(s.weights)) for s in segments
+        ]
+        return self._send(fields, None)
 
     def start_batch(
-        self, segments: Sequence[SegmentInput], job: RepresentationJob
+        self, segments: list[SegmentFields], job: RepresentationJob
     ) -> Callable[[], BatchOutcome]:
-        """start_encoding(), and the job's representations built from the vectors in the child.
-        A job read `after_previous` merges the new segments of the batch sent just before it."""
+        """start_encoding() of each segment's fields, and the job's representations built from the
+        vectors in the child. A job read `after_previous` merges the new segments of the batch sent
+        just before it."""
         return self._send(segments, job)
 
-    def _send(self, segments: Sequence[SegmentInput], job: RepresentationJob | None) -> Callable[[], Any]:
+    def _send(self, segments: list[SegmentFields], job: RepresentationJob | None) -> Callable[[], Any]:
         future: Future[Any] = Future()
-        message = ([(s.item_ids, s.actions, s.event_times_ms, s.weights) for s in segments], job)
+        message = (segments, job)
         with self._lock:  # answers come in the order of the sends
             if self._gone is not None:
                 raise self._gone
