@@ -5,6 +5,22 @@ from schemas.compiled import load_compiled_modules
 
 load_compiled_modules()
 
-from schemas.codec import ACTIONS, CLOSE_REASONS, AvroCodec, RepresentationParts, SchemaError, load_schema
+from schemas.codec import (
+    ACTIONS,
+    CLOSE_REASONS,
+    AvroCodec,
+    RepresentationParts,
+    SchemaError,
+    SegmentColumns,
+    load_schema,
+)
 
-__all__ = ["ACTIONS", "CLOSE_REASONS", "AvroCodec", "RepresentationParts", "SchemaError", "load_schema"]
+__all__ = [
+    "ACTIONS",
+    "CLOSE_REASONS",
+    "AvroCodec",
+    "RepresentationParts",
+    "SchemaError",
+    "SegmentColumns",
+    "load_schema",
+]

@@ -21,6 +21,7 @@ __all__ = [
     "AvroCodec",
     "RepresentationParts",
     "SchemaError",
+    "SegmentColumns",
     "load_schema",
 ]
 
@@ -68,6 +69,68 @@ class RepresentationParts(NamedTuple):
         }
 
 
+class SegmentColumns(NamedTuple):
+    """A ClosedSegment with its events as columns, one entry an event in arrival order: what the
+    encoder stage merges into windows and hands to the encoder, without a dict per event
+    (AvroCodec.decode_segment_columns). Never changed in place: a changed segment is a new one."""
+
+    segment_id: str
+    user_id: str
+    window_start_ms: int
+    window_end_ms: int
+    ordinal: int
+    close_reason: str
+    item_ids: list[str]
+    actions: list[int]  # indexes into ACTIONS
+    event_times_ms: list[int]
+    weights: list[float | None]
+    event_ids: list[str | None]
+    source_partition: int
+    first_offset: int
+    last_offset: int
+
+    def record(self) -> dict[str, Any]:
+        """The ClosedSegment record, as AvroCodec.decode() gives it."""
+        return {
+            "segment_id": self.segment_id,
+            "user_id": self.user_id,
+            "window_start_ms": self.window_start_ms,
+            "window_end_ms": self.window_end_ms,
+            "ordinal": self.ordinal,
+            "close_reason": self.close_reason,
+            "events": [
+                {"item_id": i, "action": ACTIONS[a], "event_time_ms": t, "weight": w, "event_id": e}
+                for i, a, t, w, e in zip(*self.event_columns(), strict=True)
+            ],
+            "source_partition": self.source_partition,
+            "first_offset": self.first_offset,
+            "last_offset": self.last_offset,
+        }
+
+    def event_columns(self) -> tuple[list[str], list[int], list[int], list[float | None], list[str | None]]:
+        return self.item_ids, self.actions, self.event_times_ms, self.weights, self.event_ids
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SegmentColumns:
+        events = record["events"]
+        return cls(
+            record["segment_id"],
+            record["user_id"],
+            record["window_start_ms"],
+            record["window_end_ms"],
+            record["ordinal"],
+            record["close_reason"],
+            [e["item_id"] for e in events],
+            [_ACTION_INDEX[e["action"]] for e in events],
+            [e["event_time_ms"] for e in events],
+            [e["weight"] for e in events],
+            [e["event_id"] for e in events],
+            record["source_partition"],
+            record["first_offset"],
+            record["last_offset"],
+        )
+
+
 class SchemaError(ValueError):
     """A record does not fit its schema, or bytes are not a record of it."""
 
@@ -111,6 +174,7 @@ def _enum_symbols(schema_name: str, field: str) -> tuple[str, ...]:
 
 ACTIONS: tuple[str, ...] = _enum_symbols("BehaviourEvent", "action")
 CLOSE_REASONS: tuple[str, ...] = _enum_symbols("ClosedSegment", "close_reason")
+_ACTION_INDEX = fast_paths.symbol_indexes(ACTIONS)
 
 
 class AvroCodec:
@@ -212,6 +276,18 @@ class AvroCodec:
             raise SchemaError(f"not a {self.schema_name}: {len(data) - buf.tell()} trailing bytes")
         assert isinstance(record, dict)
         return record
+
+    def decode_segment_columns(self, data: bytes) -> SegmentColumns:
+        """decode() of a ClosedSegment, as columns; raise SchemaError as decode() does."""
+        if self.schema_name != "ClosedSegment":
+            raise SchemaError(f"decode_segment_columns reads ClosedSegment, not {self.schema_name}")
+        if data.startswith(self._header):
+            columns = fast_paths.read_closed_segment_columns(
+                data, len(self._header), ACTIONS, _ACTION_INDEX, CLOSE_REASONS
+            )
+            if columns is not None:
+                return SegmentColumns._make(columns)
+        return SegmentColumns.from_record(self.decode(data))
 
     def decode_many(self, payloads: Iterable[bytes]) -> Iterator[dict[str, Any] | SchemaError]:
         """Decode each payload, yielding the record or the SchemaError in its place (never raising)."""

@@ -29,6 +29,7 @@ from typing import Any, Final
 
 __all__ = [
     "EventFields",
+    "SegmentColumnsTuple",
     "decoder",
     "encode_closed_segment_parts",
     "encode_segment_event",
@@ -36,9 +37,11 @@ __all__ = [
     "encode_user_representation_parts",
     "encoder",
     "read_behaviour_event",
+    "read_closed_segment_columns",
     "segment_event_bytes",
     "segment_event_fields_match",
     "symbol_bytes",
+    "symbol_indexes",
 ]
 
 _FLOAT = struct.Struct("<f")
@@ -183,11 +186,27 @@ def decode_behaviour_event(data: bytes, start: int, actions: tuple[str, ...]) ->
     }
 
 
-def decode_closed_segment(
-    data: bytes, start: int, actions: tuple[str, ...], reasons: tuple[str, ...]
-) -> dict[str, Any] | None:
-    """ClosedSegment, else None. Its events are most of its bytes and of the time: each is read by
-    _read_segment_event, inline where its fields have their usual shape."""
+# A ClosedSegment with its events as columns: segment_id, user_id, window_start_ms, window_end_ms,
+# ordinal, close_reason, then item ids, action indexes (into the actions given), event times,
+# weights and event ids, one entry an event, then source_partition, first_offset, last_offset.
+SegmentColumnsTuple = tuple[
+    str, str, int, int, int, str,
+    list[str], list[int], list[int], list[float | None], list[str | None],
+    int, int, int,
+]  # fmt: skip
+
+
+def read_closed_segment_columns(
+    data: bytes,
+    start: int,
+    actions: tuple[str, ...],
+    action_index: dict[str, int],
+    reasons: tuple[str, ...],
+) -> SegmentColumnsTuple | None:
+    """ClosedSegment as columns, else None: what the encoder stage merges and encodes, without a
+    dict per event (6.5 us for a segment of 5.6 events where decode_closed_segment's dicts took
+    8.8). Its events are most of its bytes and of the time: each is read by _read_segment_event,
+    inline where its fields have their usual shape."""
     try:
         segment_id, p = _read_string(data, start)
         user_id, p = _read_string(data, p)
@@ -195,7 +214,11 @@ def decode_closed_segment(
         window_end_ms, p = _read_long(data, p)
         ordinal, p = _read_long(data, p)  # an Avro int: fastavro reads it as a long too
         reason, p = _read_index(data, p, len(reasons))
-        events = []
+        item_ids: list[str] = []
+        action_ids: list[int] = []
+        times: list[int] = []
+        weights: list[float | None] = []
+        event_ids: list[str | None] = []
         while True:
             count, p = _read_long(data, p)
             if count == 0:
@@ -205,15 +228,11 @@ def decode_closed_segment(
                 count = -count
             for _ in range(count):
                 item_id, action, event_time_ms, weight, event_id, p = _read_segment_event(data, p, actions)
-                events.append(
-                    {
-                        "item_id": item_id,
-                        "action": action,
-                        "event_time_ms": event_time_ms,
-                        "weight": weight,
-                        "event_id": event_id,
-                    }
-                )
+                item_ids.append(item_id)
+                action_ids.append(action_index[action])
+                times.append(event_time_ms)
+                weights.append(weight)
+                event_ids.append(event_id)
         source_partition, p = _read_long(data, p)
         first_offset, p = _read_long(data, p)
         last_offset, p = _read_long(data, p)
@@ -221,14 +240,42 @@ def decode_closed_segment(
         return None
     if p != len(data):
         return None
+    return (
+        *(segment_id, user_id, window_start_ms, window_end_ms, ordinal, reasons[reason]),
+        *(item_ids, action_ids, times, weights, event_ids),
+        *(source_partition, first_offset, last_offset),
+    )
+
+
+def decode_closed_segment(
+    data: bytes, start: int, actions: tuple[str, ...], action_index: dict[str, int], reasons: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """ClosedSegment, else None: read_closed_segment_columns' columns as the record."""
+    columns = read_closed_segment_columns(data, start, actions, action_index, reasons)
+    if columns is None:
+        return None
+    segment_id, user_id, window_start_ms, window_end_ms, ordinal, close_reason = columns[:6]
+    item_ids, action_ids, times, weights, event_ids = columns[6:11]
+    source_partition, first_offset, last_offset = columns[11:]
     return {
         "segment_id": segment_id,
         "user_id": user_id,
         "window_start_ms": window_start_ms,
         "window_end_ms": window_end_ms,
         "ordinal": ordinal,
-        "close_reason": reasons[reason],
-        "events": events,
+        "close_reason": close_reason,
+        "events": [
+            {
+                "item_id": item_id,
+                "action": actions[action],
+                "event_time_ms": event_time_ms,
+                "weight": weight,
+                "event_id": event_id,
+            }
+            for item_id, action, event_time_ms, weight, event_id in zip(
+                item_ids, action_ids, times, weights, event_ids, strict=True
+            )
+        ],
         "source_partition": source_partition,
         "first_offset": first_offset,
         "last_offset": last_offset,
@@ -590,6 +637,11 @@ def symbol_bytes(symbols: tuple[str, ...]) -> dict[str, bytes]:
     return {s: _long(i) for i, s in enumerate(symbols)}
 
 
+def symbol_indexes(symbols: tuple[str, ...]) -> dict[str, int]:
+    """Each enum symbol's index."""
+    return {symbol: i for i, symbol in enumerate(symbols)}
+
+
 def decoder(
     schema_name: str, actions: tuple[str, ...], reasons: tuple[str, ...]
 ) -> Callable[[bytes, int], dict[str, Any] | None] | None:
@@ -597,7 +649,8 @@ def decoder(
     if schema_name == "BehaviourEvent":
         return lambda data, start: decode_behaviour_event(data, start, actions)
     if schema_name == "ClosedSegment":
-        return lambda data, start: decode_closed_segment(data, start, actions, reasons)
+        action_index = symbol_indexes(actions)
+        return lambda data, start: decode_closed_segment(data, start, actions, action_index, reasons)
     return None
 
 

@@ -19,9 +19,16 @@ import fastavro
 import numpy as np
 import pytest
 
-from schemas import ACTIONS, CLOSE_REASONS, AvroCodec, RepresentationParts, SchemaError
+from schemas import ACTIONS, CLOSE_REASONS, AvroCodec, RepresentationParts, SchemaError, SegmentColumns
 from schemas.codec import load_schema
-from schemas.fast_paths import _long, decoder, encoder, segment_event_fields_match
+from schemas.fast_paths import (
+    _long,
+    decoder,
+    encoder,
+    read_closed_segment_columns,
+    segment_event_fields_match,
+    symbol_indexes,
+)
 
 STRINGS = ["", "u", "i42", "é-ü-€", "x" * 63, "y" * 64, "z" * 300, "\U0001f600 emoji"]
 LONGS = [0, 1, -1, 63, -64, 64, -65, 2**31 - 1, -(2**31), 1_700_000_000_000, 2**63 - 1, -(2**63)]
@@ -120,6 +127,39 @@ def test_decoding_matches_fastavro_on_valid_and_damaged_bytes(schema_name: str, 
             assert same(got, expected), candidate
             took_fast += fast(candidate, 0) is not None
     assert took_fast > 1000  # the fast path did the common cases, not fastavro alone
+
+
+@pytest.mark.parametrize("schema_id", [None, 3])
+def test_closed_segments_as_columns_are_the_records_decode_gives(schema_id: int | None) -> None:
+    """The encoder stage reads closed segments as columns: the same values as decode(), and its
+    errors, through the fast path where it reads the bytes and through fastavro where it cannot."""
+    rng = random.Random(11)
+    codec = AvroCodec("ClosedSegment", schema_id=schema_id)
+    took_fast = 0
+    for _ in range(1000):
+        data = codec.encode(rand_segment(rng))
+        for candidate in [data] + [damaged(rng, data) for _ in range(3)]:
+            try:
+                expected: Any = codec.decode(candidate)
+            except SchemaError:
+                expected = "error"
+            try:
+                columns = codec.decode_segment_columns(candidate)
+            except SchemaError:
+                assert expected == "error", candidate
+                continue
+            assert same(columns.record(), expected), candidate
+            assert same(SegmentColumns.from_record(expected)._asdict(), columns._asdict())  # fastavro's way
+            took_fast += (
+                candidate.startswith(codec._header)
+                and read_closed_segment_columns(
+                    candidate, len(codec._header), ACTIONS, symbol_indexes(ACTIONS), CLOSE_REASONS
+                )
+                is not None
+            )
+    assert took_fast > 700  # the fast path did the common cases
+    with pytest.raises(SchemaError, match="reads ClosedSegment, not BehaviourEvent"):
+        AvroCodec("BehaviourEvent").decode_segment_columns(data)
 
 
 def test_closed_segment_encoding_is_byte_identical() -> None:
