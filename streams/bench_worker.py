@@ -35,8 +35,8 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
     from confluent_kafka import Consumer
 
     from streams.app import WorkerRuntime, run_worker
-    from streams.encoder_stage import SourceRecord
     from streams.log_end import log_end_offsets
+    from streams.source_record import SourceRecord
 
     settings = settings_from(settings_data)
     runtime = WorkerRuntime(settings)

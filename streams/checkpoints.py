@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from streams.publisher import KafkaPublisher
+from streams.segment_reader import read_partition_range
 
 __all__ = ["Checkpoint", "CheckpointLog"]
 
@@ -39,8 +40,6 @@ class CheckpointLog:
 
     def load(self, source_topic: str, timeout: float = 30.0) -> dict[int, Checkpoint]:
         """Read the whole log (it is small and compacted) and keep this group's latest per partition."""
-        from streams.segment_reader import read_partition_range  # the reader imports the stage
-
         prefix = f"{self.group_id}|{source_topic}|".encode()
         found: dict[int, Checkpoint] = {}
         consumer = Consumer({**self._client_config, "group.id": f"{self.group_id}-checkpoint-reader"})

@@ -24,12 +24,13 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from store import RocksDBVectorStore, ensure_promoted
 from streams.app import WorkerRuntime, load_encoder, run_worker
 from streams.config import MsliSettings
-from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig, StageReport
+from streams.encoder_stage import EncoderStage, StageConfig, StageReport
 from streams.log_end import log_end_offsets
 from streams.pacing import RateLimiter
 from streams.progress import Progress
 from streams.publisher import KafkaPublisher, producer_config
 from streams.replay_positions import Start, resolve_start
+from streams.source_record import SourceRecord
 from streams.topics import ensure_topics
 
 __all__ = ["ReplayOptions", "ReplaySummary", "replay"]

@@ -38,7 +38,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from streams.config import MsliSettings
 from streams.consuming import IDLE_WAIT_SECONDS, consume_available, prompt_consumer_config
-from streams.encoder_stage import EncoderStage, SourceRecord
+from streams.encoder_stage import EncoderStage
+from streams.source_record import SourceRecord
 from streams.topics import closable_at_ms, kafka_timestamp_ms
 
 __all__ = ["SegmentConsumer"]

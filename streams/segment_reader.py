@@ -9,8 +9,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from streams.encoder_stage import SourceRecord
 from streams.errors import BrokerError
+from streams.source_record import SourceRecord
 
 __all__ = ["read_partition_range"]
 
