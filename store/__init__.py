@@ -6,13 +6,14 @@ from store.replica import RepresentationReader, open_replica
 from store.store import (
     OutboxRecord,
     RocksDBVectorStore,
+    SegmentVectorHead,
     StoreBatch,
     StoredSegment,
     decode_segments,
     decode_segments_many,
     segment_id,
 )
-from store.vector_codec import decode_vector, decode_vectors, encode_vector, quantize
+from store.vector_codec import decode_vector, decode_vectors, encode_vector, encode_vectors, quantize
 from store.versions import drop_version, ensure_promoted, promote_version, promoted_version
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "RepresentationReader",
     "RocksDBOptions",
     "RocksDBVectorStore",
+    "SegmentVectorHead",
     "StoreBatch",
     "StoreError",
     "StoredSegment",
@@ -29,6 +31,7 @@ __all__ = [
     "decode_vectors",
     "drop_version",
     "encode_vector",
+    "encode_vectors",
     "ensure_promoted",
     "open_replica",
     "promote_version",

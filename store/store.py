@@ -25,11 +25,12 @@ import rocksdict
 from store import keys
 from store.errors import StoreError
 from store.options import RocksDBOptions
-from store.vector_codec import VectorDtype, decode_vectors, encode_vector
+from store.vector_codec import VectorDtype, decode_vectors, encode_vectors
 
 __all__ = [
     "OutboxRecord",
     "RocksDBVectorStore",
+    "SegmentVectorHead",
     "StoreBatch",
     "StoredSegment",
     "decode_segments",
@@ -75,6 +76,11 @@ class StoredSegment(NamedTuple):
         return segment_id(self.user_id, self.window_start_ms, self.ordinal)
 
 
+# A stored segment's fields but its vector, in StoredSegment's order: what put_segment_vectors takes
+# with the vectors apart (and what the encoder stage knows of a segment before it is encoded).
+SegmentVectorHead = tuple[str, int, int, int, int, int, tuple[str, ...]]
+
+
 @dataclass(frozen=True)
 class OutboxRecord:
     seq: int
@@ -100,18 +106,35 @@ class StoreBatch:
         self._batch.put(keys.segment_events_key(user_id, window_start_ms, ordinal), record)
 
     def put_segment_vector(self, model_version: str, segment: StoredSegment) -> None:
-        key = keys.segment_vector_key(
-            model_version, segment.user_id, segment.window_start_ms, segment.ordinal
+        s = segment
+        head = (
+            s.user_id,
+            s.window_start_ms,
+            s.window_end_ms,
+            s.ordinal,
+            s.last_event_ms,
+            s.event_count,
+            s.item_ids,
         )
-        meta = _SEGMENT_META.pack(segment.window_end_ms, segment.last_event_ms, segment.event_count)
-        items = _encode_item_ids(segment.item_ids)
-        self._batch.put(
-            key,
-            meta
-            + _ITEMS_HEADER.pack(_ITEMS_MARKER, len(items))
-            + items
-            + encode_vector(segment.vector, self._store.vector_dtype),
-        )
+        self.put_segment_vectors(model_version, [head], s.vector[np.newaxis])
+
+    def put_segment_vectors(
+        self, model_version: str, heads: Sequence[SegmentVectorHead], vectors: np.ndarray
+    ) -> None:
+        """put_segment_vector() of each head with its row of `vectors`, converted together: the
+        encoder stage stores a micro-batch's new vectors so."""
+        encoded = encode_vectors(vectors, self._store.vector_dtype)
+        for (user_id, window_start, window_end, ordinal, last_event, count, item_ids), vector in zip(
+            heads, encoded, strict=True
+        ):
+            items = _encode_item_ids(item_ids)
+            self._batch.put(
+                keys.segment_vector_key(model_version, user_id, window_start, ordinal),
+                _SEGMENT_META.pack(window_end, last_event, count)
+                + _ITEMS_HEADER.pack(_ITEMS_MARKER, len(items))
+                + items
+                + vector,
+            )
 
     def put_representation(self, model_version: str, user_id: str, record: bytes) -> None:
         self._batch.put(keys.representation_key(model_version, user_id), record)

@@ -47,7 +47,6 @@ from streams.representation_batch import (
     SegmentFields,
     SegmentHead,
     finish_batch,
-    with_vector,
 )
 from streams.source_record import SourceRecord
 
@@ -414,13 +413,13 @@ class EncoderStage:
         report.encoded += len(changed)
         model_version = self.spec.model_version
         batch = self.store.batch()
-        for (key, ordinal), head, vector in zip(changed, job.heads, outcome.vectors, strict=True):
+        for key, ordinal in changed:
             state = windows[key]
             raw = state.received.get(ordinal)
             if raw is None:
                 raw = self.codec.encode(state.segments[ordinal].record())
             batch.put_segment_events(*key, ordinal, raw)
-            batch.put_segment_vector(model_version, with_vector(head, vector))
+        batch.put_segment_vectors(model_version, job.heads, outcome.vectors)
 
         for user_id, value in zip(job.users, outcome.representations, strict=True):
             batch.put_representation(model_version, user_id, value)

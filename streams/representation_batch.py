@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from encoders import ContextState
-from store import StoredSegment, decode_segments_many, quantize
+from store import SegmentVectorHead, StoredSegment, decode_segments_many, quantize
 from store.vector_codec import VectorDtype
 from streams.fuser import representation_bytes
 
@@ -41,7 +41,7 @@ __all__ = [
 
 # A new segment's fields but its vector, in StoredSegment's order: user, window start, window end,
 # ordinal, last event time, event count, item ids.
-SegmentHead = tuple[str, int, int, int, int, int, tuple[str, ...]]
+SegmentHead = SegmentVectorHead
 # A new segment's encoder input, encoders.SegmentInput's fields (item ids, action indexes, event
 # times, weights, by event time) as a tuple: what the stage hands to an encoder process.
 SegmentFields = tuple[list[str], list[int], list[int], list[float | None]]

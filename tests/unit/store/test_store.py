@@ -18,10 +18,12 @@ from store import (
     decode_vector,
     decode_vectors,
     encode_vector,
+    encode_vectors,
     keys,
     quantize,
 )
 from store.store import _SEGMENT_META
+from store.vector_codec import VectorDtype
 
 MODEL = "m-test"
 
@@ -59,6 +61,37 @@ def test_vectors_decoded_together_equal_each_decoded_alone() -> None:
             assert got.dtype == np.float32 and np.array_equal(got, decode_vector(data))
     with pytest.raises(ValueError, match="unknown vector dtype tag"):
         decode_vectors([b"\x09" + bytes(8)] * 2)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_vectors_encoded_together_equal_each_encoded_alone(dtype: VectorDtype) -> None:
+    rows = np.random.default_rng(2).standard_normal((5, 16)).astype(np.float32)
+    for vectors in (rows, rows[:1], rows[:0], np.zeros((2, 0), np.float32), rows[:, ::2]):
+        assert encode_vectors(vectors, dtype) == [encode_vector(v, dtype) for v in vectors]
+
+
+def test_segment_vectors_stored_together_read_back_as_each_stored_alone(tmp_path) -> None:
+    segments = [
+        segment(f"u{i % 2}", 100 * i, i % 3, seed=i)._replace(item_ids=("a", f"i{i}")) for i in range(6)
+    ]
+    with (
+        RocksDBVectorStore(tmp_path / "alone") as alone,
+        RocksDBVectorStore(tmp_path / "together") as together,
+    ):
+        batch = alone.batch()
+        for s in segments:
+            batch.put_segment_vector(MODEL, s)
+        alone.write(batch)
+        batch = together.batch()
+        batch.put_segment_vectors(
+            MODEL, [(*s[:6], s.item_ids) for s in segments], np.stack([s.vector for s in segments])
+        )
+        together.write(batch)
+        for user in ("u0", "u1"):
+            assert alone.newest_segment_entries(MODEL, [user], 16) == together.newest_segment_entries(
+                MODEL, [user], 16
+            )
+        assert len(together.newest_segments(MODEL, "u0", 16)) == 3
 
 
 def test_newest_segments_come_newest_first_and_stop_at_k(store: RocksDBVectorStore) -> None:
