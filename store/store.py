@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,9 +47,11 @@ _OFFSET = struct.Struct(">q")
 # last event time, event count, item ids), in StoredSegment's order.
 _SegmentHead = tuple[int, int, int, int, int, tuple[str, ...]]
 # An outbox record's value: this marker, topic length, model version length, then the topic, the
-# model version and the user id. Records written before references held a copy instead: topic
-# length, key length (this struct), the topic, the key and the value; the first byte of those is
-# 0, since a topic name is shorter than 256 bytes.
+# model version and the user ids, NUL between them (a micro-batch's users: one record for all of
+# them, where one each cost the stage a put and a delete per representation). Records of one user
+# read the same. Records written before references held a copy instead: topic length, key length
+# (this struct), the topic, the key and the value; the first byte of those is 0, since a topic name
+# is shorter than 256 bytes.
 _OUTBOX_REFERENCE = struct.Struct(">BHH")
 _REFERENCE_MARKER = 1
 _OUTBOX_COPY = struct.Struct(">HI")
@@ -81,8 +82,9 @@ class StoredSegment(NamedTuple):
 SegmentVectorHead = tuple[str, int, int, int, int, int, tuple[str, ...]]
 
 
-@dataclass(frozen=True)
-class OutboxRecord:
+class OutboxRecord(NamedTuple):
+    """One representation to publish. The users of one micro-batch share a seq: their stored record."""
+
     seq: int
     topic: str
     key: bytes
@@ -142,9 +144,14 @@ class StoreBatch:
     def set_applied_offset(self, model_version: str, topic: str, partition: int, offset: int) -> None:
         self._batch.put(keys.applied_key(model_version, topic, partition), _OFFSET.pack(offset))
 
-    def add_outbox(self, topic: str, model_version: str, user_id: str, representation: bytes) -> None:
-        """Publish `representation`, the user's as this batch stores it, to `topic` (keyed by user)
-        once the batch is written. The store keeps a reference to it; `self.outbox` the bytes."""
+    def add_outbox(
+        self, topic: str, model_version: str, user_ids: Sequence[str], representations: Sequence[bytes]
+    ) -> None:
+        """Publish each user's representation, as this batch stores it, to `topic` (keyed by user)
+        once the batch is written. The store keeps one record naming the users (a reference to
+        their representations); `self.outbox` the bytes, one OutboxRecord a user, in order."""
+        if not user_ids:
+            return
         seq = self._store._next_outbox_seq()
         raw_topic, raw_version = topic.encode(), model_version.encode()
         self._batch.put(
@@ -152,14 +159,18 @@ class StoreBatch:
             _OUTBOX_REFERENCE.pack(_REFERENCE_MARKER, len(raw_topic), len(raw_version))
             + raw_topic
             + raw_version
-            + user_id.encode(),
+            + "\x00".join(user_ids).encode(),
         )
-        self.outbox.append(OutboxRecord(seq, topic, user_id.encode(), representation))
+        self.outbox.extend(
+            OutboxRecord(seq, topic, user_id.encode(), representation)
+            for user_id, representation in zip(user_ids, representations, strict=True)
+        )
 
     def clear_outbox(self, records: list[OutboxRecord]) -> None:
-        """Forget outbox records Kafka has acknowledged, in the same write as the rest."""
-        for record in records:
-            self._batch.delete(keys.outbox_key(record.seq))
+        """Forget outbox records Kafka has acknowledged, in the same write as the rest: each seq
+        given, so every record that shares it (streams.outbox acknowledges a seq once all are)."""
+        for seq in dict.fromkeys(record.seq for record in records):
+            self._batch.delete(keys.outbox_key(seq))
 
     def mark_pending(self, user_id: str) -> None:
         """Note that the user's representation changed but is to be published later, as a whole."""
@@ -319,9 +330,9 @@ class RocksDBVectorStore:
                 start = _OUTBOX_REFERENCE.size
                 topic = value[start : start + topic_len].decode()
                 version = value[start + topic_len : start + topic_len + version_len].decode()
-                user_key = value[start + topic_len + version_len :]
-                representation = self.representation(version, user_key.decode())
-                records.append(OutboxRecord(seq, topic, user_key, representation))
+                for user_key in value[start + topic_len + version_len :].split(b"\x00"):
+                    representation = self.representation(version, user_key.decode())
+                    records.append(OutboxRecord(seq, topic, user_key, representation))
             else:
                 topic_len, key_len = _OUTBOX_COPY.unpack_from(value)
                 start = _OUTBOX_COPY.size

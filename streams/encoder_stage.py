@@ -353,11 +353,13 @@ class EncoderStage:
             return
         version = self.encoder.model_version
         batch = self.store.batch()
+        found: dict[str, bytes] = {}
         for user_id in users:
             value = self.store.representation(version, user_id)
             if value is not None:
-                batch.add_outbox(self.config.representations_topic, version, user_id, value)
+                found[user_id] = value
             batch.clear_pending(user_id)
+        batch.add_outbox(self.config.representations_topic, version, list(found), list(found.values()))
         self._write_and_publish(batch, report)
 
     def _apply(self, records: Sequence[SourceRecord], report: StageReport, *, publish: bool) -> set[str]:
@@ -423,10 +425,12 @@ class EncoderStage:
 
         for user_id, value in zip(job.users, outcome.representations, strict=True):
             batch.put_representation(model_version, user_id, value)
-            if prepared.publish:
-                batch.add_outbox(self.config.representations_topic, model_version, user_id, value)
-            else:  # in the same write as the state, so a crash cannot lose the publication
+            if not prepared.publish:  # in the write of the state: a crash cannot lose the publication
                 batch.mark_pending(user_id)
+        if prepared.publish:
+            batch.add_outbox(
+                self.config.representations_topic, model_version, job.users, outcome.representations
+            )
         last_offsets = _last_offsets(prepared.records)
         for partition, offset in last_offsets.items():
             batch.set_applied_offset(model_version, self.config.segments_topic, partition, offset)

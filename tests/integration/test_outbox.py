@@ -84,7 +84,7 @@ def test_a_restart_publishes_each_user_the_outbox_names_once_as_stored(
         for user_id, value in (("u", b"u-1"), ("w", b"w-1"), ("u", b"u-2")):
             batch = store.batch()
             batch.put_representation(version, user_id, value)
-            batch.add_outbox(reps_topic, version, user_id, value)
+            batch.add_outbox(reps_topic, version, [user_id], [value])
             store.write(batch)
         config = StageConfig("segments", reps_topic, top_k=4, half_life_ms=3.6e6, max_events=4)
         assert EncoderStage(store, encoder, publisher, config).publish_outbox() == 2

@@ -135,7 +135,7 @@ def test_batch_is_atomic_and_applied_offsets_persist(tmp_path) -> None:
         batch = store.batch()
         batch.set_applied_offset(MODEL, "segs", 3, 41)
         batch.put_representation(MODEL, "u", b"rep")
-        batch.add_outbox("reps", MODEL, "u", b"rep")
+        batch.add_outbox("reps", MODEL, ["u"], [b"rep"])
         assert store.applied_offset(MODEL, "segs", 3) == -1  # nothing visible before write()
         store.write(batch)
     with RocksDBVectorStore(path) as store:
@@ -145,7 +145,7 @@ def test_batch_is_atomic_and_applied_offsets_persist(tmp_path) -> None:
         assert [(r.topic, r.key, r.value) for r in pending] == [("reps", b"u", b"rep")]
         batch = store.batch()
         batch.put_representation(MODEL, "v", b"rep2")
-        batch.add_outbox("reps", MODEL, "v", b"rep2")  # sequence numbers continue after a reopen
+        batch.add_outbox("reps", MODEL, ["v"], [b"rep2"])  # sequence numbers continue after a reopen
         store.write(batch)
         assert [r.seq for r in store.pending_outbox()] == [pending[0].seq, pending[0].seq + 1]
         store.clear_outbox(store.pending_outbox())
@@ -156,14 +156,14 @@ def test_the_outbox_names_representations_and_reads_them_as_stored(tmp_path) -> 
     with RocksDBVectorStore(tmp_path / "db") as store:
         first = store.batch()
         first.put_representation(MODEL, "u", b"rep-1")
-        first.add_outbox("reps", MODEL, "u", b"rep-1")
+        first.add_outbox("reps", MODEL, ["u"], [b"rep-1"])
         store.write(first)
         assert [r.value for r in first.outbox] == [b"rep-1"]  # what the stage sends now
         second = store.batch()
         second.put_representation(MODEL, "u", b"rep-2")
-        second.add_outbox("reps", MODEL, "u", b"rep-2")
+        second.add_outbox("reps", MODEL, ["u"], [b"rep-2"])
         second.put_representation("m-other", "w", b"rep-w")
-        second.add_outbox("reps", "m-other", "w", b"rep-w")
+        second.add_outbox("reps", "m-other", ["w"], [b"rep-w"])
         store.write(second)
         # Read back after a crash: each record gives the user's representation as stored now.
         assert [(r.key, r.value) for r in store.pending_outbox()] == [
@@ -173,6 +173,28 @@ def test_the_outbox_names_representations_and_reads_them_as_stored(tmp_path) -> 
         ]
         store.delete_model_version("m-other")
         assert [r.value for r in store.pending_outbox()] == [b"rep-2", b"rep-2", None]
+
+
+def test_one_outbox_record_names_a_batchs_users_in_order(tmp_path) -> None:
+    with RocksDBVectorStore(tmp_path / "db") as store:
+        batch = store.batch()
+        for user in ("u", "v", "w"):
+            batch.put_representation(MODEL, user, f"rep-{user}".encode())
+        batch.add_outbox("reps", MODEL, ["w", "u", "v"], [b"rep-w", b"rep-u", b"rep-v"])
+        batch.add_outbox("reps", MODEL, [], [])  # nothing to publish: no record
+        store.write(batch)
+        assert len(list(store._scan(keys.OUTBOX))) == 1
+        assert [(r.key, r.value) for r in batch.outbox] == [
+            (b"w", b"rep-w"),
+            (b"u", b"rep-u"),
+            (b"v", b"rep-v"),
+        ]
+        pending = store.pending_outbox()
+        assert pending == batch.outbox and len({r.seq for r in pending}) == 1
+        store.clear_outbox(pending[:1])  # any record of it forgets them all: streams.outbox waits for all
+        assert store.pending_outbox() == []
+        with pytest.raises(ValueError):
+            store.batch().add_outbox("reps", MODEL, ["u"], [b"a", b"b"])
 
 
 def test_outbox_copies_written_by_earlier_releases_still_read(tmp_path) -> None:
@@ -187,7 +209,7 @@ def test_outbox_copies_written_by_earlier_releases_still_read(tmp_path) -> None:
         ]
         batch = store.batch()
         batch.put_representation(MODEL, "u", b"new-rep")
-        batch.add_outbox("reps", MODEL, "u", b"new-rep")  # numbered after the old records
+        batch.add_outbox("reps", MODEL, ["u"], [b"new-rep"])  # numbered after the old records
         store.write(batch)
         assert [(r.seq, r.value) for r in store.pending_outbox()] == [(7, b"old-rep"), (8, b"new-rep")]
 
