@@ -233,7 +233,8 @@ def _worker_rows(
             f"{e2e['segments_encoded']:,} segments encoded, {e2e['published']:,} representations; "
             f"includes a {settings.partition_idle_seconds:g} s quiet-partition wait; "
             f"worker RSS {e2e['rss_mib']:,.0f} MiB "
-            f"+ {e2e.get('children_rss_mib', 0):,.0f} MiB in its child processes",
+            f"+ {e2e.get('children_rss_mib', 0):,.0f} MiB in its child processes"
+            f"{_worker_cpu(e2e)}",
             reference="broker",
             extra=e2e,
         )
@@ -259,6 +260,14 @@ def _worker_rows(
                 extra={**fresh, "offered": offered},
             )
         )
+
+
+def _worker_cpu(e2e: dict[str, Any]) -> str:
+    """The CPU the worker's processes used: a steadier figure than events/s to compare two
+    versions by on a shared machine, where the wall time moves with the neighbours' load."""
+    if e2e.get("cpu_us_per_event") is None:
+        return ""
+    return f"; worker CPU {e2e['worker_cores']:.2f} cores, {e2e['cpu_us_per_event']:.1f} us an event"
 
 
 def _cores(cores: dict[str, float]) -> str:

@@ -18,6 +18,7 @@ closed-segments record's Kafka timestamp (when the segmenter sent it): the segme
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from streams.bench_cpu import CpuMeter
 from streams.bench_kafka import BenchError, children_rss_mib, rss_mib, settings_from
 
 __all__ = ["percentiles", "worker_child"]
@@ -98,12 +100,20 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
         loop = asyncio.get_running_loop()
         while not runtime.segmenter.assigned.is_set():
             await asyncio.sleep(0.01)
+        # The worker's CPU with its segmenter and encoder processes: on a shared machine the wall
+        # time moves with the neighbours' load, the CPU a run needs much less.
+        cpu = CpuMeter(trees={"worker": os.getpid()}, processes={})
+        cpu.start()
         started = time.monotonic()
         caught_up = await wait_caught_up(n_events, timeout=1800, open_windows_too=True)
+        cores = cpu.stop().get("worker")
         totals = runtime.stage.totals
+        events, seconds = runtime.segmenter.stats.events, caught_up - started
         result["end_to_end"] = {
-            "events": runtime.segmenter.stats.events,
-            "seconds": caught_up - started,
+            "events": events,
+            "seconds": seconds,
+            "worker_cores": cores,
+            "cpu_us_per_event": None if cores is None else cores * seconds / max(events, 1) * 1e6,
             "segments_encoded": totals.encoded,
             "published": totals.published,
             "rss_mib": rss_mib(),

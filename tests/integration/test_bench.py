@@ -7,6 +7,7 @@ ratios are the ones the rows imply, and that the table, JSON and chart agree.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -77,7 +78,12 @@ def test_quick_bench_reports_every_row(bench_env: dict[str, str], tmp_path: Path
     assert cores["worker"] > 0 and cores["load producer"] > 0, cores
     assert "cores used: worker" in rows["freshness-p99"]["detail"]
     assert rows["segmenter"]["extra"]["events"] == 40_000
-    assert rows["end-to-end"]["extra"]["events"] == 40_000
+    e2e = rows["end-to-end"]["extra"]
+    assert e2e["events"] == 40_000
+    # The worker's CPU over the run: its three processes, so more than one core's worth can show.
+    assert 0 < e2e["worker_cores"] <= os.cpu_count() + 0.5, e2e
+    assert e2e["cpu_us_per_event"] == pytest.approx(e2e["worker_cores"] * e2e["seconds"] / 40_000 * 1e6)
+    assert "worker CPU" in rows["end-to-end"]["detail"]
     cuda = [k for k in rows if k.startswith("encoder-cuda")]
     assert cuda, "a CUDA row, measured or saying why not"
     for key in cuda:
