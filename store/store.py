@@ -108,17 +108,8 @@ class StoreBatch:
         self._batch.put(keys.segment_events_key(user_id, window_start_ms, ordinal), record)
 
     def put_segment_vector(self, model_version: str, segment: StoredSegment) -> None:
-        s = segment
-        head = (
-            s.user_id,
-            s.window_start_ms,
-            s.window_end_ms,
-            s.ordinal,
-            s.last_event_ms,
-            s.event_count,
-            s.item_ids,
-        )
-        self.put_segment_vectors(model_version, [head], s.vector[np.newaxis])
+        head = (*segment[:6], segment.item_ids)  # all but the vector
+        self.put_segment_vectors(model_version, [head], segment.vector[np.newaxis])
 
     def put_segment_vectors(
         self, model_version: str, heads: Sequence[SegmentVectorHead], vectors: np.ndarray

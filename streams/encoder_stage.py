@@ -589,7 +589,7 @@ def _extended(target: SegmentColumns, source: SegmentColumns, positions: list[in
 def _segment_fields(segment: SegmentColumns) -> tuple[SegmentHead, SegmentFields]:
     """A merged segment's head and its encoder input, by event time (stable: ties keep arrival
     order). Segments nearly always come in time order already; their columns are then the input
-    as they are (1.3 us a segment, against 5.0 from a dict per event)."""
+    as they are (3.1 us a segment, against 6.4 from a dict per event)."""
     distinct_items = tuple(dict.fromkeys(segment.item_ids))  # in arrival order
     times = segment.event_times_ms
     if times != sorted(times):
