@@ -91,24 +91,7 @@ class SegmentColumns(NamedTuple):
 
     def record(self) -> dict[str, Any]:
         """The ClosedSegment record, as AvroCodec.decode() gives it."""
-        return {
-            "segment_id": self.segment_id,
-            "user_id": self.user_id,
-            "window_start_ms": self.window_start_ms,
-            "window_end_ms": self.window_end_ms,
-            "ordinal": self.ordinal,
-            "close_reason": self.close_reason,
-            "events": [
-                {"item_id": i, "action": ACTIONS[a], "event_time_ms": t, "weight": w, "event_id": e}
-                for i, a, t, w, e in zip(*self.event_columns(), strict=True)
-            ],
-            "source_partition": self.source_partition,
-            "first_offset": self.first_offset,
-            "last_offset": self.last_offset,
-        }
-
-    def event_columns(self) -> tuple[list[str], list[int], list[int], list[float | None], list[str | None]]:
-        return self.item_ids, self.actions, self.event_times_ms, self.weights, self.event_ids
+        return fast_paths.closed_segment_record(self, ACTIONS)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> SegmentColumns:

@@ -32,6 +32,7 @@ from typing import Any, Final
 __all__ = [
     "EventFields",
     "SegmentColumnsTuple",
+    "closed_segment_record",
     "decoder",
     "encode_closed_segment_parts",
     "encode_segment_event",
@@ -254,8 +255,11 @@ def decode_closed_segment(
 ) -> dict[str, Any] | None:
     """ClosedSegment, else None: read_closed_segment_columns' columns as the record."""
     columns = read_closed_segment_columns(data, start, actions, action_index, reasons)
-    if columns is None:
-        return None
+    return None if columns is None else closed_segment_record(columns, actions)
+
+
+def closed_segment_record(columns: SegmentColumnsTuple, actions: tuple[str, ...]) -> dict[str, Any]:
+    """The ClosedSegment record of a segment's columns, as fastavro gives it."""
     segment_id, user_id, window_start_ms, window_end_ms, ordinal, close_reason = columns[:6]
     item_ids, action_ids, times, weights, event_ids = columns[6:11]
     source_partition, first_offset, last_offset = columns[11:]

@@ -1,7 +1,7 @@
 """One closed-segments record as consumed: what the encoder stage takes, and what the readers of a
 partition range (restores, replays, the segmenter's checkpoint log) give. A module of its own so
 that those readers need nothing of the stage: the segmenter process reads its checkpoints with one,
-and importing the stage would import torch there (1 s and about 300 MiB it never uses)."""
+and importing the stage would import torch there (1 s and about 200 MiB it never uses)."""
 
 from __future__ import annotations
 
