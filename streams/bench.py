@@ -25,6 +25,7 @@ from streams.bench_cpu import CpuMeter
 from streams.bench_kafka import (
     head,
     measure_broker_read,
+    open_load_producer,
     produce_events,
     segmenter_child,
     shift_event_times,
@@ -33,6 +34,7 @@ from streams.bench_kafka import (
 from streams.bench_report import BenchReport, Row, Target, machine_facts
 from streams.broker import LocalBroker
 from streams.config import MsliSettings, torch_threads  # not from streams.app: encoder rows run without faust
+from streams.producer import EventProducer
 from streams.synthetic import SyntheticConfig, generate
 from streams.topics import ensure_topics
 
@@ -91,11 +93,12 @@ def run_bench(settings: MsliSettings, options: BenchOptions) -> BenchReport:
             # closes every window of the load, and the freshness load that follows starts after it.
             span = int(load.event_time_ms.max() - load.event_time_ms.min())
             load = shift_event_times(load, int(time.time() * 1000) - span - 2 * HOUR_MS)
-            produced = produce_events(settings, settings.events_topic, load)
-            report.notes.append(
-                f"load produced at {produced['events_per_s']:,.0f} events/s by msli's EventProducer"
-            )
-            _kafka_rows(report, settings, options, Path(tmp), broker_pid)
+            with open_load_producer(settings) as producer:
+                produced = produce_events(producer, load)
+                report.notes.append(
+                    f"load produced at {produced['events_per_s']:,.0f} events/s by msli's EventProducer"
+                )
+                _kafka_rows(report, settings, options, Path(tmp), broker_pid, producer)
         _local_rows(report, settings, options, load)
     machine["load_average_end"] = list(os.getloadavg())
     report.targets.extend(_targets(options))
@@ -105,7 +108,12 @@ def run_bench(settings: MsliSettings, options: BenchOptions) -> BenchReport:
 
 # --- rows ------------------------------------------------------------------------------------------
 def _kafka_rows(
-    report: BenchReport, settings: MsliSettings, options: BenchOptions, tmp: Path, broker_pid: int | None
+    report: BenchReport,
+    settings: MsliSettings,
+    options: BenchOptions,
+    tmp: Path,
+    broker_pid: int | None,
+    producer: EventProducer,
 ) -> None:
     n = options.n_events
     if "broker" in options.groups:
@@ -189,11 +197,15 @@ def _kafka_rows(
             )
         )
     if "worker" in options.groups:
-        _worker_rows(report, settings, options, broker_pid)
+        _worker_rows(report, settings, options, broker_pid, producer)
 
 
 def _worker_rows(
-    report: BenchReport, settings: MsliSettings, options: BenchOptions, broker_pid: int | None
+    report: BenchReport,
+    settings: MsliSettings,
+    options: BenchOptions,
+    broker_pid: int | None,
+    producer: EventProducer,
 ) -> None:
     from streams.bench_worker import worker_child
 
@@ -219,7 +231,7 @@ def _worker_rows(
             processes={"broker": broker_pid, "load producer": os.getpid()},
         )
         cpu.start()
-        offered = produce_events(settings, settings.events_topic, fresh_load, rate=rate)
+        offered = produce_events(producer, fresh_load, rate=rate)
         offered["cores"] = cpu.stop()
         child.send("load-done", offered)
         result = child.result(timeout=1900)  # a worker that fell behind the offered load catches up first

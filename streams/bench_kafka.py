@@ -28,6 +28,7 @@ __all__ = [
     "BenchError",
     "Child",
     "measure_broker_read",
+    "open_load_producer",
     "produce_events",
     "rss_mib",
     "settings_from",
@@ -150,27 +151,41 @@ def head(events: SyntheticEvents, n: int) -> SyntheticEvents:
     return dataclasses.replace(events, **{name: getattr(events, name)[:n] for name in columns})
 
 
+def open_load_producer(settings: MsliSettings) -> EventProducer:
+    """The benchmark's load producer, connected: one for the whole run, as an application keeps one.
+
+    A new idempotent producer may wait 0.5 s for its producer id before its first records go out
+    (librdkafka asks again on a 500 ms timer when no broker was up at its start; measured: half of
+    new producers on the local broker). A producer made for the freshness load put that wait into
+    the freshness of the segments its first records closed, 5% of a `--quick` run's samples; one
+    opened before the other rows has its id long before the freshness load starts.
+    """
+    producer = EventProducer(settings.kafka_client_config(), topic=settings.events_topic)
+    producer.connect()
+    return producer
+
+
 def produce_events(
-    settings: MsliSettings, topic: str, events: SyntheticEvents, rate: float | None = None
+    producer: EventProducer, events: SyntheticEvents, rate: float | None = None
 ) -> dict[str, Any]:
-    """Produce the stream to `topic`, as fast as possible or paced at `rate` events/s, and flush.
+    """Produce the stream with a connected producer, as fast as possible or paced at `rate`
+    events/s, and flush.
 
     Paced sends go out in slices every 10 ms, so the offered load is steady at that scale.
     """
-    with EventProducer(settings.kafka_client_config(), topic=topic) as producer:
-        producer.connect()  # the clock, and freshness samples, start once the load can flow
-        started_wall = time.time()
-        started = time.monotonic()
-        if rate is None:
-            for chunk in events.chunks(20_000):
-                producer.send_many(chunk)
-        else:
-            step = max(1, round(rate / 100))
-            for i, start in enumerate(range(0, len(events), step)):
-                delay = started + i * step / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                producer.send_many(events.to_dicts(start, start + step))
+    started_wall = time.time()
+    started = time.monotonic()
+    if rate is None:
+        for chunk in events.chunks(20_000):
+            producer.send_many(chunk)
+    else:
+        step = max(1, round(rate / 100))
+        for i, start in enumerate(range(0, len(events), step)):
+            delay = started + i * step / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            producer.send_many(events.to_dicts(start, start + step))
+    producer.flush()
     seconds = time.monotonic() - started
     return {
         "events": len(events),

@@ -41,7 +41,11 @@ class EventProducer:
 
     def connect(self, timeout: float = 10.0) -> None:
         """Look the topic up now, so the first send does not wait for it (about 0.5 s on the local
-        broker); raises BrokerError if the broker does not answer within `timeout` seconds."""
+        broker); raises BrokerError if the broker does not answer within `timeout` seconds.
+
+        The first records of a new producer may still wait up to 0.5 s for its producer id (the
+        idempotent producer's; librdkafka asks again on a 500 ms timer when no broker was up at its
+        start): keep one producer for the application's life rather than one per batch."""
         self._publisher.connect(self.topic, timeout)
 
     def send(self, event: Mapping[str, Any]) -> None:
