@@ -157,7 +157,7 @@ def open_load_producer(settings: MsliSettings) -> EventProducer:
     A new idempotent producer may wait 0.5 s for its producer id before its first records go out
     (librdkafka asks again on a 500 ms timer when no broker was up at its start; measured: half of
     new producers on the local broker). A producer made for the freshness load put that wait into
-    the freshness of the segments its first records closed, 5% of a `--quick` run's samples; one
+    the freshness of the segments its first records closed, 4% of a `--quick` run's samples; one
     opened before the other rows has its id long before the freshness load starts.
     """
     producer = EventProducer(settings.kafka_client_config(), topic=settings.events_topic)
