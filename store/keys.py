@@ -59,6 +59,8 @@ def segment_events_prefix(user_id: str) -> bytes:
     return EVENTS + _text(user_id) + _SEP
 
 
+# The two segment keys spell their prefix out rather than call segment_*_prefix(): the call cost
+# about 0.2 us of a 1 us key (timeit), and the encoder stage builds these for every segment.
 def segment_events_key(user_id: str, window_start_ms: int, ordinal: int) -> bytes:
     return EVENTS + _text(user_id) + _SEP + _WINDOW_ORDINAL.pack(window_start_ms, ordinal)
 
