@@ -3,7 +3,13 @@ numpy late-interaction scorers a ranker uses."""
 
 from encoders.checkpoint import content_version
 from encoders.errors import EncoderError
-from encoders.inference import ContextState, SegmentBatchEncoder, SegmentInput, bucket_lengths
+from encoders.inference import (
+    ContextState,
+    SegmentBatchArrays,
+    SegmentBatchEncoder,
+    SegmentInput,
+    bucket_lengths,
+)
 from encoders.model import SegmentEncoder, SegmentEncoderConfig
 from encoders.scoring import attention_scores, candidate_bias, fused_scores, maxsim_scores, seen_mask
 from encoders.vocab import ItemVocabulary
@@ -12,6 +18,7 @@ __all__ = [
     "ContextState",
     "EncoderError",
     "ItemVocabulary",
+    "SegmentBatchArrays",
     "SegmentBatchEncoder",
     "SegmentEncoder",
     "SegmentEncoderConfig",

@@ -38,7 +38,6 @@ import itertools
 import operator
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -54,6 +53,7 @@ from schemas import ACTIONS
 
 __all__ = [
     "ContextState",
+    "SegmentBatchArrays",
     "SegmentBatchEncoder",
     "SegmentInput",
     "bucket_lengths",
@@ -64,9 +64,9 @@ __all__ = [
 _ACTION_INDEX = {name: i for i, name in enumerate(ACTIONS)}
 
 
-@dataclass(frozen=True)
-class SegmentInput:
-    """One closed segment's events, in arrival order."""
+class SegmentInput(NamedTuple):
+    """One closed segment's events, in arrival order. A named tuple: the encoder stage builds one
+    per segment (0.45 against 1.1 us for a frozen dataclass)."""
 
     item_ids: Sequence[str]
     actions: Sequence[int]  # index into schemas.ACTIONS
@@ -248,11 +248,7 @@ def batch_arrays(
     outside = (action < 0) | (action >= config.n_actions)
     if outside.any():
         raise EncoderError(f"segment {owner[outside.argmax()]}: action outside 0..{config.n_actions - 1}")
-    try:
-        weight = np.fromiter((np.nan if w is None else float(w) for w in weights), np.float64, len(weights))
-    except (TypeError, ValueError):
-        bad = _first_failing(weights, lambda w: w is None or float(w) is not None)
-        raise EncoderError(f"segment {owner[bad]}: weight {weights[bad]!r} is not a number") from None
+    weight = _float64(weights, owner)
 
     since_start = (t - np.repeat(np.minimum.reduceat(t, starts), n_events)) / 1000.0  # from the earliest
     previous = np.empty_like(t)
@@ -305,6 +301,12 @@ def _signed_log1p(x: np.ndarray) -> np.ndarray:
 
 
 def _int64(values: list[Any], owner: np.ndarray) -> np.ndarray:
+    # Python ints become int64 at C speed; anything else (floats, which numpy would truncate,
+    # overflow, strings) is checked one by one, as operator.index takes it.
+    with contextlib.suppress(TypeError, ValueError, OverflowError):
+        array = np.array(values)
+        if array.dtype == np.int64 and array.ndim == 1:
+            return array
     try:
         return np.array([operator.index(v) for v in values], dtype=np.int64)
     except (TypeError, OverflowError) as exc:
@@ -312,6 +314,20 @@ def _int64(values: list[Any], owner: np.ndarray) -> np.ndarray:
         raise EncoderError(
             f"segment {owner[bad]}: actions and event times must be 64-bit integers ({exc})"
         ) from None
+
+
+def _float64(weights: list[Any], owner: np.ndarray) -> np.ndarray:
+    """Weights as float64, None as NaN: numpy converts a list of numbers and Nones at C speed, as
+    float() would each; one it cannot (or that is not flat) is checked one by one, as float() takes it."""
+    with contextlib.suppress(TypeError, ValueError):
+        array = np.array(weights, dtype=np.float64)
+        if array.ndim == 1:
+            return array
+    try:
+        return np.fromiter((np.nan if w is None else float(w) for w in weights), np.float64, len(weights))
+    except (TypeError, ValueError):
+        bad = _first_failing(weights, lambda w: w is None or float(w) is not None)
+        raise EncoderError(f"segment {owner[bad]}: weight {weights[bad]!r} is not a number") from None
 
 
 def _first_failing(values: Sequence[Any], check: Callable[[Any], bool]) -> int:
@@ -467,8 +483,16 @@ class SegmentBatchEncoder:
 
     def encode(self, segments: Sequence[SegmentInput]) -> np.ndarray:
         """Return (N, dim) float32 vectors, row i for segments[i]; raise EncoderError on a bad segment."""
-        arrays = batch_arrays(segments, self.vocab, self.config)
-        out = np.empty((len(segments), self.dim), dtype=np.float32)
+        return self.encode_inputs(self.inputs(segments))
+
+    def inputs(self, segments: Sequence[SegmentInput]) -> SegmentBatchArrays:
+        """Check segments and compute their model inputs (batch_arrays): the part of encode() that
+        needs no model, so an encoder process's parent does it (streams/encoder_process.py)."""
+        return batch_arrays(segments, self.vocab, self.config)
+
+    def encode_inputs(self, arrays: SegmentBatchArrays) -> np.ndarray:
+        """encode() of segments whose inputs() are given: (N, dim) float32 vectors."""
+        out = np.empty((len(arrays.lengths), self.dim), dtype=np.float32)
         buckets = np.asarray(self._buckets)
         padded = buckets[np.searchsorted(buckets, arrays.lengths)]  # the first bucket >= each length
         order = np.argsort(padded, kind="stable")

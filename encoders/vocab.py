@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -22,12 +22,15 @@ _HASH_PERSON = b"msli-item"
 _HASH_NAME = "blake2b-64/msli-item"  # written to vocab.json, so a future hash cannot be mistaken for this one
 
 
-@lru_cache(maxsize=1 << 17)
+# Hashed ids a vocabulary remembers: the hot items of a stream. Hashing is the bulk of the per-event
+# cost otherwise; past this many the memory is cleared and fills again.
+_HASH_CACHE_SIZE = 1 << 17
+
+
 def _hashed_row(item_id: str, n_buckets: int) -> int:
     """Return the bucket of an id: blake2b-64 of its UTF-8 bytes, spread over rows 1..n_buckets-1.
 
-    Never Python's hash(): it is salted per process, so two workers would disagree. The cache
-    holds the hot items of a stream; hashing is the bulk of the per-event cost otherwise.
+    Never Python's hash(): it is salted per process, so two workers would disagree.
     """
     digest = hashlib.blake2b(item_id.encode("utf-8"), digest_size=8, person=_HASH_PERSON).digest()
     return 1 + int.from_bytes(digest, "little") % (n_buckets - 1)
@@ -46,7 +49,8 @@ class ItemVocabulary:
             raise EncoderError("ItemVocabulary takes exactly one of n_buckets (hashing) or items (explicit)")
         self._n_buckets = n_buckets
         self._items: tuple[str, ...] | None = None
-        self._rows: dict[str, int] = {}
+        self._rows: dict[str, int] = {}  # explicit: every item's row
+        self._hashed: dict[str, int] = {}  # hashing: the rows of ids hashed lately
         if n_buckets is not None:
             if n_buckets < 2:
                 raise EncoderError(f"a hashing vocabulary needs at least 2 buckets, got {n_buckets}")
@@ -84,16 +88,32 @@ class ItemVocabulary:
     def row(self, item_id: str) -> int:
         """Return the embedding row of one id."""
         if self._n_buckets is not None:
-            return _hashed_row(item_id, self._n_buckets)
+            return self._hash(item_id)
         return self._rows.get(item_id, OOV_ROW)
 
     def rows(self, item_ids: Iterable[str]) -> np.ndarray:
         """Return the embedding rows of many ids as an (n,) int64 array."""
-        if self._n_buckets is not None:
-            n = self._n_buckets
-            return np.fromiter((_hashed_row(i, n) for i in item_ids), dtype=np.int64)
-        get = self._rows.get
-        return np.fromiter((get(i, OOV_ROW) for i in item_ids), dtype=np.int64)
+        # map over a dict's own methods, not a generator: no Python frame per id (0.40 against
+        # 1.36 us for the 5.7 ids of the benchmark's average segment, all hashed before)
+        if self._n_buckets is None:
+            return np.fromiter(map(self._rows.get, item_ids, itertools.repeat(OOV_ROW)), dtype=np.int64)
+        ids = item_ids if isinstance(item_ids, list | tuple) else list(item_ids)
+        try:
+            return np.fromiter(map(self._hashed.__getitem__, ids), dtype=np.int64, count=len(ids))
+        except KeyError:  # an id not hashed lately
+            return np.fromiter(map(self._hash, ids), dtype=np.int64, count=len(ids))
+
+    def _hash(self, item_id: str) -> int:
+        row = self._hashed.get(item_id)
+        if row is None:
+            assert self._n_buckets is not None
+            if len(self._hashed) >= _HASH_CACHE_SIZE:
+                self._hashed.clear()
+            row = self._hashed[item_id] = _hashed_row(item_id, self._n_buckets)
+        return row
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**vars(self), "_hashed": {}}  # a copy (an encoder process's) starts its own memory
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON object that vocab.json holds."""

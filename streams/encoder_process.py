@@ -15,9 +15,13 @@ Avro had been 62% of the stage's thread for users with history (docs/performance
 round). It keeps each batch's new segments until the next one, whose store read could not see
 them yet.
 
-The parent sends each batch's segments and the child answers each in order, with the outcome or
-the error it raised. A reader thread in the parent takes the answers as they come, so
-neither side can wait on a full pipe while the other waits on it too.
+The parent checks each batch's segments and computes their model inputs (`inputs()`, the
+numpy arrays the model reads) before it sends them: the child sets the pace of the worker's end to
+end, and the stage's thread has time to spare (docs/performance.md, eighteenth round). A bad
+segment is so refused in the parent, as an encoder in the stage's process refuses it. The child
+answers each batch in order, with the outcome or the error it raised. A reader thread in the
+parent takes the answers as they come, so neither side can wait on a full pipe while the other
+waits on it too.
 
 Crashes: like the segmenter's process, the child dies with the worker (PR_SET_PDEATHSIG) and
 stops when its pipe closes. A child that dies fails the batches it holds with
@@ -41,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from encoders import ContextState, EncoderError, SegmentBatchEncoder, SegmentInput
+from encoders import ContextState, EncoderError, SegmentBatchArrays, SegmentBatchEncoder, SegmentInput
 from store import StoredSegment
 from streams.child_processes import die_with_parent, picklable, set_process_name
 from streams.collector import tune_collector
@@ -99,12 +103,9 @@ class EncoderProcess:
         return self.encoder.model_version
 
     def start_encoding(self, segments: Sequence[SegmentInput]) -> Callable[[], np.ndarray]:
-        """Send the segments to the child; the returned call waits for their vectors (or raises
-        what encode() raised)."""
-        fields = [
-            (list(s.item_ids), list(s.actions), list(s.event_times_ms), list(s.weights)) for s in segments
-        ]
-        return self._send(fields, None)
+        """Send the segments' inputs to the child (raising EncoderError on a bad segment); the
+        returned call waits for their vectors."""
+        return self._send(self.encoder.inputs(segments), None)
 
     def start_batch(
         self, segments: list[SegmentFields], job: RepresentationJob
@@ -112,11 +113,11 @@ class EncoderProcess:
         """start_encoding() of each segment's fields, and the job's representations built from the
         vectors in the child. A job read `after_previous` merges the new segments of the batch sent
         just before it."""
-        return self._send(segments, job)
+        return self._send(self.encoder.inputs([SegmentInput(*fields) for fields in segments]), job)
 
-    def _send(self, segments: list[SegmentFields], job: RepresentationJob | None) -> Callable[[], Any]:
+    def _send(self, inputs: SegmentBatchArrays, job: RepresentationJob | None) -> Callable[[], Any]:
         future: Future[Any] = Future()
-        message = (segments, job)
+        message = (inputs, job)
         with self._lock:  # answers come in the order of the sends
             if self._gone is not None:
                 raise self._gone
@@ -177,10 +178,10 @@ def _child_main(conn: Connection, torch_threads: int, parent_pid: int) -> None:
         conn.send("ready")
         previous: dict[str, list[StoredSegment]] = {}  # the last batch's new segments, by user
         while (message := conn.recv()) is not None:
-            segments, job = message
+            inputs, job = message
             answer: tuple[str, Any]
             try:
-                vectors = encoder.encode([SegmentInput(*fields) for fields in segments])
+                vectors = encoder.encode_inputs(inputs)
                 if job is None:
                     previous = {}
                     answer = ("done", vectors)

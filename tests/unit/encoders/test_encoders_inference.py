@@ -137,7 +137,7 @@ def test_vectors_agree_across_processes(default):
     """Another process (its own hash salt, one thread) builds the same model and the same vectors."""
     rng = random.Random(3)
     segments = [random_segment(rng, n) for n in (1, 7, 30, 300)]
-    payload = json.dumps([s.__dict__ for s in segments])
+    payload = json.dumps([s._asdict() for s in segments])
     child = subprocess.run(
         [sys.executable, "-c", _CHILD], input=payload, capture_output=True, text=True, check=True
     ).stdout.split()
@@ -191,6 +191,8 @@ def test_time_features():
         (SegmentInput([7], [1], [1], [None]), "item ids must be strings"),
         (SegmentInput(["a"], [1], [1], ["five"]), "not a number"),
         (SegmentInput(["a"], [1], [2**70], [None]), "64-bit integers"),
+        (SegmentInput(["a"], [[1]], [1], [None]), "integers"),  # numpy would read a 2-D array
+        (SegmentInput(["a"], [1], [1], [[4.0]]), "not a number"),
     ],
 )
 def test_bad_segments_are_refused(tiny, segment, message):
@@ -219,3 +221,12 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(EncoderError, match="cuda"):
             SegmentBatchEncoder.untrained(TINY, device="cuda")
+
+
+def test_ids_and_numbers_of_other_types_that_mean_the_same_give_the_same_vector(tiny):
+    class ItemId(str):
+        pass
+
+    plain = SegmentInput(["a", "b"], [1, 2], [10, 20], [None, 4.0])
+    other = SegmentInput([ItemId("a"), "b"], [True, np.int64(2)], [np.int32(10), 20], [None, 4])
+    assert tiny.encode([plain, other]).tobytes() == tiny.encode([plain, plain]).tobytes()

@@ -6,6 +6,7 @@ EXPECTED = {
     "ContextState",
     "EncoderError",
     "ItemVocabulary",
+    "SegmentBatchArrays",
     "SegmentBatchEncoder",
     "SegmentEncoder",
     "SegmentEncoderConfig",

@@ -1,5 +1,6 @@
 """ItemVocabulary: stable hashing, explicit rows with OOV, JSON round trip."""
 
+import pickle
 import subprocess
 import sys
 
@@ -31,6 +32,18 @@ def test_hashing_never_uses_the_padding_row():
     assert rows.dtype == np.int64 and rows.shape == (500,)
     assert set(rows.tolist()) == {1, 2}
     assert PAD_ROW not in rows
+
+
+def test_hashed_rows_stay_the_same_past_the_memory_of_recent_ids_and_in_a_copy(monkeypatch):
+    ids = [f"i{k}" for k in range(50)]
+    expected = ItemVocabulary.hashing(2**15).rows(ids).tolist()
+    monkeypatch.setattr("encoders.vocab._HASH_CACHE_SIZE", 8)  # cleared several times over
+    vocab = ItemVocabulary.hashing(2**15)
+    assert vocab.rows(ids).tolist() == expected
+    assert vocab.rows(iter(ids)).tolist() == expected  # an iterator too, and every id remembered
+    copy = pickle.loads(pickle.dumps(vocab))  # starts with nothing remembered
+    assert copy == vocab and copy.rows(ids[::-1]).tolist() == expected[::-1]
+    assert [vocab.row(i) for i in ids] == expected
 
 
 def test_explicit_rows_and_oov():

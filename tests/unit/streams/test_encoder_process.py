@@ -51,7 +51,7 @@ def test_vectors_are_the_parents_bit_for_bit(encoder: SegmentBatchEncoder, proce
     assert process.model_version == encoder.model_version and process.dim == encoder.dim
 
 
-def test_an_encode_error_reaches_the_parent_and_the_child_goes_on(
+def test_a_bad_segment_is_refused_as_in_process_and_the_child_goes_on(
     encoder: SegmentBatchEncoder, process: EncoderProcess
 ) -> None:
     bad = SegmentInput(item_ids=["a"], actions=[99], event_times_ms=[1], weights=[None])
@@ -60,6 +60,17 @@ def test_an_encode_error_reaches_the_parent_and_the_child_goes_on(
     with pytest.raises(EncoderError) as in_child:
         process.encode([bad])
     assert str(in_child.value) == str(in_process.value) == "segment 0: action outside 0..9"
+    good = random_segments(5, seed=9)
+    assert process.encode(good).tobytes() == encoder.encode(good).tobytes()
+
+
+def test_an_error_in_the_child_reaches_the_parent_and_the_child_goes_on(
+    encoder: SegmentBatchEncoder, process: EncoderProcess
+) -> None:
+    inputs = encoder.inputs(random_segments(3, seed=4))
+    beyond_the_table = inputs._replace(rows=inputs.rows + encoder.config.n_item_buckets)
+    with pytest.raises(IndexError, match="index out of range"):
+        process._send(beyond_the_table, None)()  # inputs() never makes these: the child's own error
     good = random_segments(5, seed=9)
     assert process.encode(good).tobytes() == encoder.encode(good).tobytes()
 
