@@ -49,7 +49,7 @@ from encoders import ContextState, EncoderError, SegmentBatchArrays, SegmentBatc
 from store import StoredSegment
 from streams.child_processes import die_with_parent, picklable, set_process_name
 from streams.collector import tune_collector
-from streams.representation_batch import BatchOutcome, RepresentationJob, SegmentFields, finish_batch
+from streams.representation_batch import BatchOutcome, RepresentationJob, finish_batch
 
 __all__ = ["EncoderProcess", "EncoderProcessError"]
 
@@ -108,12 +108,12 @@ class EncoderProcess:
         return self._send(self.encoder.inputs(segments), None)
 
     def start_batch(
-        self, segments: list[SegmentFields], job: RepresentationJob
+        self, segments: Sequence[SegmentInput], job: RepresentationJob
     ) -> Callable[[], BatchOutcome]:
-        """start_encoding() of each segment's fields, and the job's representations built from the
-        vectors in the child. A job read `after_previous` merges the new segments of the batch sent
-        just before it."""
-        return self._send(self.encoder.inputs([SegmentInput(*fields) for fields in segments]), job)
+        """start_encoding() of the segments, and the job's representations built from the vectors
+        in the child. A job read `after_previous` merges the new segments of the batch sent just
+        before it."""
+        return self._send(self.encoder.inputs(segments), job)
 
     def _send(self, inputs: SegmentBatchArrays, job: RepresentationJob | None) -> Callable[[], Any]:
         future: Future[Any] = Future()

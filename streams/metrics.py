@@ -27,7 +27,7 @@ from streams.windowing import NO_WATERMARK
 if TYPE_CHECKING:
     from streams.app import WorkerRuntime
     from streams.encoder_stage import Encoder
-    from streams.representation_batch import BatchOutcome, RepresentationJob, SegmentFields
+    from streams.representation_batch import BatchOutcome, RepresentationJob
     from streams.segmenter_process import PartitionView
     from streams.windowing import SegmentCloser
 
@@ -56,7 +56,7 @@ class TimedEncoder:
         return self._timed(len(segments), lambda: self._encoder.start_encoding(segments))
 
     def start_batch(
-        self, segments: list[SegmentFields], job: RepresentationJob
+        self, segments: Sequence[SegmentInput], job: RepresentationJob
     ) -> Callable[[], BatchOutcome]:
         """start_encoding() of an encoder that builds representations too (`builds_representations`):
         the time observed includes building them."""

@@ -33,7 +33,6 @@ __all__ = [
     "BatchOutcome",
     "RepresentationJob",
     "RepresentationSpec",
-    "SegmentFields",
     "SegmentHead",
     "finish_batch",
     "with_vector",
@@ -42,9 +41,6 @@ __all__ = [
 # A new segment's fields but its vector, in StoredSegment's order: user, window start, window end,
 # ordinal, last event time, event count, item ids.
 SegmentHead = SegmentVectorHead
-# A new segment's encoder input, encoders.SegmentInput's fields (item ids, action indexes, event
-# times, weights, by event time) as a tuple: what the stage hands to an encoder process.
-SegmentFields = tuple[list[str], list[int], list[int], list[float | None]]
 # The encoder's contextualize(states, k): each user's newest segments read in context.
 Contextualize = Callable[[Sequence[ContextState], int], list[np.ndarray]]
 
