@@ -60,10 +60,22 @@ class Target:
             measured = row.ratio
         if measured is None:
             return None, None
-        ok = (self.at_least is None or measured >= self.at_least) and (
+        return measured, self.holds(measured)
+
+    def holds(self, measured: float) -> bool:
+        return (self.at_least is None or measured >= self.at_least) and (
             self.at_most is None or measured <= self.at_most
         )
-        return measured, ok
+
+    def shown(self, measured: float) -> str:
+        """`measured` to three significant digits, or as many more as it takes for the shown
+        number to get the same verdict: 0.2497 against at least 0.25 is "0.2497", not "0.25"."""
+        ok = self.holds(measured)
+        for digits in range(3, 17):
+            text = f"{measured:,.{digits}g}"
+            if self.holds(float(text.replace(",", ""))) == ok:
+                return text
+        return repr(measured)
 
 
 @dataclass
@@ -104,7 +116,7 @@ class BenchReport:
             for target in self.targets:
                 measured, ok = target.check(rows)
                 verdict = "not measured" if ok is None else ("met" if ok else "NOT met")
-                shown = "" if measured is None else f" (measured {measured:,.3g})"
+                shown = "" if measured is None else f" (measured {target.shown(measured)})"
                 lines.append(f"  {target.text}: {verdict}{shown}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -49,6 +49,15 @@ def test_targets_compare_ratios_values_or_another_row() -> None:
     assert checks[3] == (None, None)  # not measured is neither met nor missed
 
 
+def test_a_measured_figure_is_never_shown_rounded_onto_the_other_side_of_its_target() -> None:
+    at_least = Target("ratio at least a quarter", "segmenter", at_least=0.25)
+    assert at_least.shown(0.2497) == "0.2497" and not at_least.holds(0.2497)  # not "0.25", NOT met
+    assert at_least.shown(0.25) == "0.25" and at_least.shown(0.2571) == "0.257"
+    at_most = Target("p99 under a second", "fresh", at_most=1.0, value=True)
+    assert at_most.shown(1.0004) == "1.0004" and at_most.shown(0.202) == "0.202"
+    assert at_least.shown(16.98) == "17"  # three digits where they keep the verdict
+
+
 def test_table_and_json(tmp_path: Path) -> None:
     r = report()
     text = r.table()
