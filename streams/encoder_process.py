@@ -16,12 +16,12 @@ round). It keeps each batch's new segments until the next one, whose store read 
 them yet.
 
 The parent checks each batch's segments and computes their model inputs (`inputs()`, the
-numpy arrays the model reads) before it sends them: the child sets the pace of the worker's end to
-end, and the stage's thread has time to spare (docs/performance.md, eighteenth round). A bad
-segment is so refused in the parent, as an encoder in the stage's process refuses it. The child
-answers each batch in order, with the outcome or the error it raised. A reader thread in the
-parent takes the answers as they come, so neither side can wait on a full pipe while the other
-waits on it too.
+numpy arrays the model reads) before it sends them. The child had set the pace of the worker's end
+to end while the stage waited for it; now the two carry about the same (docs/performance.md,
+eighteenth round). A bad segment is so refused in the parent, as an encoder in the stage's process
+refuses it. The child answers each batch in order, with the outcome or the error it raised. A
+reader thread in the parent takes the answers as they come, so neither side can wait on a full
+pipe while the other waits on it too.
 
 Crashes: like the segmenter's process, the child dies with the worker (PR_SET_PDEATHSIG) and
 stops when its pipe closes. A child that dies fails the batches it holds with
