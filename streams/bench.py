@@ -244,6 +244,7 @@ def _worker_rows(
             "events/s",
             f"{e2e['segments_encoded']:,} segments encoded, {e2e['published']:,} representations; "
             f"includes a {settings.partition_idle_seconds:g} s quiet-partition wait; "
+            f"timed to the last store write, confirmed {e2e['confirmed_after_s']:.1f} s later; "
             f"worker RSS {e2e['rss_mib']:,.0f} MiB "
             f"+ {e2e.get('children_rss_mib', 0):,.0f} MiB in its child processes"
             f"{_worker_cpu(e2e)}",

@@ -80,6 +80,9 @@ def test_quick_bench_reports_every_row(bench_env: dict[str, str], tmp_path: Path
     assert rows["segmenter"]["extra"]["events"] == 40_000
     e2e = rows["end-to-end"]["extra"]
     assert e2e["events"] == 40_000
+    # The clock stops at the last store write, which the log-end check confirms later.
+    assert e2e["seconds"] > 0 and e2e["confirmed_after_s"] >= 0, e2e
+    assert "confirmed" in rows["end-to-end"]["detail"]
     # The worker's CPU over the run: its three processes, so more than one core's worth can show.
     assert 0 < e2e["worker_cores"] <= os.cpu_count() + 0.5, e2e
     assert e2e["cpu_us_per_event"] == pytest.approx(e2e["worker_cores"] * e2e["seconds"] / 40_000 * 1e6)
