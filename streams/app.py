@@ -28,6 +28,7 @@ from encoders import SegmentBatchEncoder
 from store import RocksDBVectorStore, ensure_promoted
 from streams.collector import tune_collector
 from streams.config import MsliSettings, torch_threads
+from streams.consuming import prompt_consumer_config
 from streams.encoder_fit import check_encoder_fits
 from streams.encoder_process import EncoderProcess, EncoderProcessError
 from streams.encoder_stage import EncoderStage, StageConfig
@@ -109,13 +110,17 @@ class WorkerRuntime:
         self.segment_consumer = SegmentConsumer(settings, self.stage)
         self.error: BaseException | None = None
         self.request_stop: Callable[[], None] = lambda: None  # set by run_worker; call on the loop thread
+        # Waits at the broker as the worker's consumers do: with librdkafka's 500 ms, each end
+        # found cost a held fetch on the local broker, and caught_up() about 2.2 s.
         self._log_ends = Consumer(
-            {
-                **client,
-                "group.id": f"{settings.group_id}-lag",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
+            prompt_consumer_config(
+                settings,
+                **{
+                    "group.id": f"{settings.group_id}-lag",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                },
+            )
         )
 
     def fail(self, exc: BaseException) -> None:

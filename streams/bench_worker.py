@@ -46,6 +46,7 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
     from confluent_kafka import Consumer
 
     from streams.app import WorkerRuntime, run_worker
+    from streams.consuming import prompt_consumer_config
     from streams.log_end import log_end_offsets
     from streams.source_record import SourceRecord
 
@@ -67,12 +68,14 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
     result: dict[str, Any] = {}
 
     ends_reader = Consumer(
-        {
-            **settings.kafka_client_config(),
-            "group.id": f"{settings.group_id}-bench-ends",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+        prompt_consumer_config(
+            settings,
+            **{
+                "group.id": f"{settings.group_id}-bench-ends",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            },
+        )
     )
 
     def segments_applied() -> bool:

@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from encoders import ContextState, SegmentInput
+from streams.consuming import prompt_consumer_config
 from streams.log_end import log_end_offsets
 from streams.windowing import NO_WATERMARK
 
@@ -102,8 +103,9 @@ class WorkerMetrics(Collector):
         )
         self.registry.register(self)
         self._probe = Consumer(
-            runtime.settings.kafka_client_config(
-                **{"group.id": f"{runtime.settings.group_id}-metrics", "enable.partition.eof": True}
+            prompt_consumer_config(
+                runtime.settings,
+                **{"group.id": f"{runtime.settings.group_id}-metrics", "enable.partition.eof": True},
             )
         )
         self._probe_lock = threading.Lock()

@@ -10,6 +10,7 @@ from confluent_kafka import Consumer
 
 from store import promoted_version
 from streams.config import MsliSettings
+from streams.consuming import prompt_consumer_config
 from streams.control import PROMOTED, ControlFollower, publish_control
 from streams.log_end import log_end_offsets
 from streams.metrics import MetricsServer, WorkerMetrics
@@ -30,8 +31,8 @@ class WorkerOperations:
         self.metrics_server: MetricsServer | None = None
         self.follower: ControlFollower | None = None
         self._end_probe = Consumer(
-            settings.kafka_client_config(
-                **{"group.id": f"{settings.group_id}-end-probe", "enable.partition.eof": True}
+            prompt_consumer_config(
+                settings, **{"group.id": f"{settings.group_id}-end-probe", "enable.partition.eof": True}
             )
         )
 

@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from store import RocksDBVectorStore, ensure_promoted
 from streams.app import WorkerRuntime, load_encoder, run_worker
 from streams.config import MsliSettings
+from streams.consuming import prompt_consumer_config
 from streams.encoder_stage import EncoderStage, StageConfig, StageReport
 from streams.log_end import log_end_offsets
 from streams.pacing import RateLimiter
@@ -186,8 +187,8 @@ def _replay_events(settings: MsliSettings, options: ReplayOptions) -> ReplaySumm
     )
     runtime = WorkerRuntime(replay_settings)
     probe = Consumer(
-        replay_settings.kafka_client_config(
-            **{"group.id": f"{replay_settings.group_id}-probe", "enable.partition.eof": True}
+        prompt_consumer_config(
+            replay_settings, **{"group.id": f"{replay_settings.group_id}-probe", "enable.partition.eof": True}
         )
     )
     starts = resolve_start(probe, settings.events_topic, options.start)
