@@ -5,9 +5,9 @@ segmenter's assignment until every event is read and every representation is sto
 includes one quiet-partition wait, `partition_idle_seconds`, for the last windows to close). It
 stops at the store write of the last micro-batch, which the stage's `on_applied` hook times. The
 check that confirms nothing is left (the worker's `caught_up`, which finds the true ends of two
-topics) runs only once the stage has stopped writing: polled while the stage worked off its
-backlog, it took 2-3 s a call, competed with the stage for its process and the broker, and its
-latency went into the figure (docs/performance.md, eighteenth round).
+topics at the broker) runs only once the stage has stopped writing, so it takes nothing from
+the run it measures. Until the eighteenth round the clock ran until the check's answer, which
+then took 2-3 s a call (docs/performance.md, eighteenth round).
 
 Phase 2 (freshness): the parent offers new events at a fixed rate. Each closed-segments record
 carries the wall-clock time its segment became closable (a header the segmenter sets: the Kafka
@@ -99,8 +99,8 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
                 read_at = read_at or time.monotonic()
                 # The segmenter's last segments need a moment to be acknowledged (linger, acks).
                 settled = open_windows_too or time.monotonic() - read_at > 1.0
-                # Not while the stage is storing micro-batches: the check took 2-3 s a call then,
-                # on the stage's process and the broker, which were working off a backlog.
+                # Not while the stage is storing micro-batches: the check asks the broker for two
+                # topics' ends, on a thread of the stage's process.
                 idle = time.monotonic() - last_applied[0] >= STAGE_IDLE_SECONDS
                 if settled and idle and await loop.run_in_executor(None, check):
                     return time.monotonic()
