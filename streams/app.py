@@ -139,13 +139,15 @@ class WorkerRuntime:
         for partition, end in log_end_offsets(self._log_ends, self.settings.events_topic).items():
             if partition in seg.closers and seg.stats.positions.get(partition, 0) < end and end > 0:
                 return False
-        for partition, high in log_end_offsets(self._log_ends, self.settings.segments_topic).items():
-            applied = self.store.applied_offset(
-                self.encoder.model_version, self.settings.segments_topic, partition
-            )
-            if high > 0 and applied < high - 1:
-                return False
-        return True
+        return self.segments_applied()
+
+    def segments_applied(self) -> bool:
+        """Every record on the closed-segments topic, to its true end, is reflected in the store."""
+        topic, version = self.settings.segments_topic, self.encoder.model_version
+        ends = log_end_offsets(self._log_ends, topic)
+        return all(
+            end == 0 or self.store.applied_offset(version, topic, p) >= end - 1 for p, end in ends.items()
+        )
 
     def close(self) -> None:
         """Release each part even if another fails (a full disk fails the store's close as well);

@@ -43,11 +43,7 @@ STAGE_IDLE_SECONDS = 0.2
 
 def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int) -> dict[str, Any]:
     """Run the worker through both phases; messages: -> ("caught-up", ...), <- ("load-done", ...)."""
-    from confluent_kafka import Consumer
-
     from streams.app import WorkerRuntime, run_worker
-    from streams.consuming import prompt_consumer_config
-    from streams.log_end import log_end_offsets
     from streams.source_record import SourceRecord
 
     settings = settings_from(settings_data)
@@ -67,30 +63,13 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
     runtime.stage.on_applied = on_applied
     result: dict[str, Any] = {}
 
-    ends_reader = Consumer(
-        prompt_consumer_config(
-            settings,
-            **{
-                "group.id": f"{settings.group_id}-bench-ends",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            },
-        )
-    )
-
-    def segments_applied() -> bool:
-        """Every closed segment the segmenter has had acknowledged is in the store."""
-        topic, version = settings.segments_topic, runtime.encoder.model_version
-        ends = log_end_offsets(ends_reader, topic)
-        return all(runtime.store.applied_offset(version, topic, p) >= e - 1 for p, e in ends.items() if e > 0)
-
     async def wait_caught_up(total: int, timeout: float, *, open_windows_too: bool) -> float:
         """Until `total` events are read and their closed segments stored; with `open_windows_too`,
         also until the quiet-partition clock has closed every window (the worker's caught_up)."""
         loop = asyncio.get_running_loop()
         stats = runtime.segmenter.stats
         deadline = time.monotonic() + timeout
-        check = runtime.caught_up if open_windows_too else segments_applied
+        check = runtime.caught_up if open_windows_too else runtime.segments_applied
         read_at = None
         while time.monotonic() < deadline:
             if runtime.error is not None:
@@ -155,10 +134,7 @@ def worker_child(conn: Connection, settings_data: dict[str, Any], n_events: int)
         }
         result["rss_mib"] = rss_mib()
 
-    try:
-        run_worker(runtime, monitor)
-    finally:
-        ends_reader.close()
+    run_worker(runtime, monitor)
     if "freshness" not in result:  # pragma: no cover - run_worker raises the cause first
         raise BenchError("worker stopped before the freshness phase ended")
     return result

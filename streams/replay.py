@@ -220,13 +220,7 @@ def _replay_events(settings: MsliSettings, options: ReplayOptions) -> ReplaySumm
 
     def all_applied() -> bool:
         """No segment open, and every closed segment on the topic reflected in the store."""
-        if runtime.segmenter.describe()["open_windows"]:
-            return False
-        version, topic = runtime.encoder.model_version, settings.segments_topic
-        ends = log_end_offsets(probe, topic)
-        return all(
-            end == 0 or runtime.store.applied_offset(version, topic, p) >= end - 1 for p, end in ends.items()
-        )
+        return not runtime.segmenter.describe()["open_windows"] and runtime.segments_applied()
 
     try:
         run_worker(runtime, until_caught_up)
