@@ -20,7 +20,6 @@ from typing import Any
 
 import faust
 import torch
-from confluent_kafka import Consumer
 from faust.app import BootStrategy
 from mode import Service
 
@@ -28,12 +27,11 @@ from encoders import SegmentBatchEncoder
 from store import RocksDBVectorStore, ensure_promoted
 from streams.collector import tune_collector
 from streams.config import MsliSettings, torch_threads
-from streams.consuming import prompt_consumer_config
 from streams.encoder_fit import check_encoder_fits
 from streams.encoder_process import EncoderProcess, EncoderProcessError
 from streams.encoder_stage import EncoderStage, StageConfig
 from streams.errors import DeliveryError
-from streams.log_end import log_end_offsets
+from streams.log_end import end_probe, log_end_offsets
 from streams.metrics import WorkerMetrics
 from streams.model_upgrade import backfill_new_version
 from streams.operations import WorkerOperations
@@ -110,18 +108,7 @@ class WorkerRuntime:
         self.segment_consumer = SegmentConsumer(settings, self.stage)
         self.error: BaseException | None = None
         self.request_stop: Callable[[], None] = lambda: None  # set by run_worker; call on the loop thread
-        # Waits at the broker as the worker's consumers do: with librdkafka's 500 ms the local
-        # broker holds each fetch that long, and a topic's end took 0.5 s, not 0.1.
-        self._log_ends = Consumer(
-            prompt_consumer_config(
-                settings,
-                **{
-                    "group.id": f"{settings.group_id}-lag",
-                    "enable.auto.commit": False,
-                    "enable.partition.eof": True,
-                },
-            )
-        )
+        self._log_ends = end_probe(settings, f"{settings.group_id}-lag", **{"enable.auto.commit": False})
 
     def fail(self, exc: BaseException) -> None:
         """Remember the first fatal error; the CLI turns it into one line and a non-zero exit."""

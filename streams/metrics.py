@@ -15,14 +15,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from confluent_kafka import Consumer
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from encoders import ContextState, SegmentInput
-from streams.consuming import prompt_consumer_config
-from streams.log_end import log_end_offsets
+from streams.log_end import end_probe, log_end_offsets
 from streams.windowing import NO_WATERMARK
 
 if TYPE_CHECKING:
@@ -102,12 +100,7 @@ class WorkerMetrics(Collector):
             registry=self.registry,
         )
         self.registry.register(self)
-        self._probe = Consumer(
-            prompt_consumer_config(
-                runtime.settings,
-                **{"group.id": f"{runtime.settings.group_id}-metrics", "enable.partition.eof": True},
-            )
-        )
+        self._probe = end_probe(runtime.settings, f"{runtime.settings.group_id}-metrics")
         self._probe_lock = threading.Lock()
 
     def close(self) -> None:

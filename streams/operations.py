@@ -6,13 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer
-
 from store import promoted_version
 from streams.config import MsliSettings
-from streams.consuming import prompt_consumer_config
 from streams.control import PROMOTED, ControlFollower, publish_control
-from streams.log_end import log_end_offsets
+from streams.log_end import end_probe, log_end_offsets
 from streams.metrics import MetricsServer, WorkerMetrics
 from streams.model_upgrade import ControlMirror
 from streams.routing import advertise_routes
@@ -30,11 +27,7 @@ class WorkerOperations:
         self.metrics = metrics
         self.metrics_server: MetricsServer | None = None
         self.follower: ControlFollower | None = None
-        self._end_probe = Consumer(
-            prompt_consumer_config(
-                settings, **{"group.id": f"{settings.group_id}-end-probe", "enable.partition.eof": True}
-            )
-        )
+        self._end_probe = end_probe(settings, f"{settings.group_id}-end-probe")
 
     def start(self) -> None:
         runtime = self.metrics.runtime

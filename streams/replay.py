@@ -24,9 +24,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from store import RocksDBVectorStore, ensure_promoted
 from streams.app import WorkerRuntime, load_encoder, run_worker
 from streams.config import MsliSettings
-from streams.consuming import prompt_consumer_config
 from streams.encoder_stage import EncoderStage, StageConfig, StageReport
-from streams.log_end import log_end_offsets
+from streams.log_end import end_probe, log_end_offsets
 from streams.pacing import RateLimiter
 from streams.progress import Progress
 from streams.publisher import KafkaPublisher, producer_config
@@ -186,11 +185,7 @@ def _replay_events(settings: MsliSettings, options: ReplayOptions) -> ReplaySumm
         update={"group_id": f"{settings.group_id}-replay", "metrics_port": None, "api_url": None}
     )
     runtime = WorkerRuntime(replay_settings)
-    probe = Consumer(
-        prompt_consumer_config(
-            replay_settings, **{"group.id": f"{replay_settings.group_id}-probe", "enable.partition.eof": True}
-        )
-    )
+    probe = end_probe(replay_settings, f"{replay_settings.group_id}-probe")
     starts = resolve_start(probe, settings.events_topic, options.start)
     highs = log_end_offsets(probe, settings.events_topic, starts)
     total = sum(max(0, highs[p] - s) for p, s in starts.items())
