@@ -492,7 +492,17 @@ class SegmentBatchEncoder:
 
     def encode_inputs(self, arrays: SegmentBatchArrays) -> np.ndarray:
         """encode() of segments whose inputs() are given: (N, dim) float32 vectors."""
-        out = np.empty((len(arrays.lengths), self.dim), dtype=np.float32)
+        return self._launch(arrays)()
+
+    def start_encoding(self, segments: Sequence[SegmentInput]) -> Callable[[], np.ndarray]:
+        """Start encoding the segments; the call returned gives their vectors. On a GPU it returns
+        once the passes are queued, so the caller can prepare the next batch while the GPU runs
+        this one. The encoder stage's way in, shared with encoders that work while the stage goes
+        on (streams/encoder_process.py)."""
+        return self._launch(self.inputs(segments))
+
+    def _launch(self, arrays: SegmentBatchArrays) -> Callable[[], np.ndarray]:
+        """Queue the model's passes over the inputs; the call returned copies the vectors back."""
         buckets = np.asarray(self._buckets)
         padded = buckets[np.searchsorted(buckets, arrays.lengths)]  # the first bucket >= each length
         order = np.argsort(padded, kind="stable")
@@ -504,17 +514,16 @@ class SegmentBatchEncoder:
             for members in _passes(order, padded[order], self.max_batch_tokens):
                 batch = arrays.packed(members, padded[members], self._device)
                 done.append((members, self._model.forward_packed(*batch)))  # (len(members), dim)
-        # Copied back only now: on a GPU each copy waits for its kernels, and waiting inside the
-        # loop would leave the GPU idle while the next pass is padded and launched.
-        for chunk, vectors in done:
-            out[chunk] = vectors.float().cpu().numpy()
-        return out
 
-    def start_encoding(self, segments: Sequence[SegmentInput]) -> Callable[[], np.ndarray]:
-        """encode() now; the call returned gives its vectors. The encoder stage's way in, shared
-        with encoders that work while the stage goes on (streams/encoder_process.py)."""
-        vectors = self.encode(segments)
-        return lambda: vectors
+        # Copied back only when asked: on a GPU each copy waits for its kernels, and waiting
+        # sooner would leave the GPU idle while the next pass, or batch, is padded and launched.
+        def vectors() -> np.ndarray:
+            out = np.empty((len(arrays.lengths), self.dim), dtype=np.float32)
+            for chunk, chunk_vectors in done:
+                out[chunk] = chunk_vectors.float().cpu().numpy()
+            return out
+
+        return vectors
 
     @property
     def has_context(self) -> bool:

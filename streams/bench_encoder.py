@@ -8,10 +8,11 @@ shared machine the best round is the one least disturbed by other processes.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,29 @@ def _encode_rate(
     encoder: SegmentBatchEncoder, segments: Sequence[SegmentInput], batch: int, rounds: int
 ) -> dict[str, float]:
     """Segments/s and events/s encoding `segments` in calls of `batch` segments."""
-    calls = [segments[i : i + batch] for i in range(0, len(segments), batch)] or [segments]
+    calls = _calls(segments, batch)
     sync = _cuda_sync if encoder.device.type == "cuda" else (lambda: None)
-    seconds = _best_seconds(lambda: [encoder.encode(c) for c in calls], rounds, sync)
+    seconds = _best_seconds(lambda: _encode_all(encoder, calls), rounds, sync)
     n_events = sum(len(s.item_ids) for s in segments)
     return {"segments_per_s": len(segments) / seconds, "events_per_s": n_events / seconds, "seconds": seconds}
+
+
+def _calls(segments: Sequence[SegmentInput], batch: int) -> list[Sequence[SegmentInput]]:
+    return [segments[i : i + batch] for i in range(0, len(segments), batch)] or [segments]
+
+
+def _encode_all(encoder: SegmentBatchEncoder, calls: Sequence[Sequence[SegmentInput]]) -> None:
+    """Encode call after call as the encoder stage feeds an encoder: each call's vectors are
+    collected only after the next call has started, so on a GPU the host prepares a batch while
+    the GPU runs the one before (on CPU the calls simply run one after the other)."""
+    collect: Callable[[], np.ndarray] | None = None
+    for call in calls:
+        started = encoder.start_encoding(call)
+        if collect is not None:
+            collect()
+        collect = started
+    if collect is not None:
+        collect()
 
 
 def _cuda_sync() -> None:
@@ -98,27 +117,42 @@ def _cuda_sync() -> None:
     torch.cuda.synchronize()
 
 
-def _gpu_busy_fraction(encoder: SegmentBatchEncoder, segments: Sequence[SegmentInput], batch: int) -> float:
-    """Share of the encode calls' wall time during which the GPU ran kernels or copies.
+def covered_us(intervals: Iterable[tuple[float, float]]) -> float:
+    """How long at least one of the (start, end) intervals runs: their union's length."""
+    covered = 0.0
+    reach = -math.inf  # the end of the union so far
+    for start, end in sorted(intervals):
+        if end > reach:
+            covered += end - max(start, reach)
+            reach = end
+    return covered
 
-    The profiler's own overhead lengthens the wall time a little, so this errs low.
+
+def _gpu_busy_fraction(
+    encoder: SegmentBatchEncoder, segments: Sequence[SegmentInput], batch: int
+) -> float | None:
+    """Share of the encode calls' wall time during which the GPU ran a kernel or a copy; None when
+    the profiler saw no GPU activity (without CUPTI it records none).
+
+    The union of the GPU's activity intervals, not their sum: kernels and copies on different
+    streams overlap, and the profiler also books each kernel to the CPU op that launched it. The
+    profiler's own overhead lengthens the wall time a little, so this errs low.
     """
     import torch
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    calls = [segments[i : i + batch] for i in range(0, len(segments), batch)]
+    calls = _calls(segments, batch)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         started = time.perf_counter()
-        for c in calls:
-            encoder.encode(c)
+        _encode_all(encoder, calls)
         torch.cuda.synchronize()
         wall = time.perf_counter() - started
-    busy_us = sum(
-        getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0))
-        for e in prof.key_averages()
+    busy_us = covered_us(
+        (e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type != DeviceType.CPU
     )
-    return min(1.0, busy_us / 1e6 / wall)
+    return busy_us / 1e6 / wall if busy_us > 0 else None
 
 
 def encoder_rows(
@@ -187,19 +221,28 @@ def encoder_rows(
             Row("encoder-cuda", "encoder CUDA", None, "segments/s", "no CUDA device: not measured here")
         )
         return rows
+    return rows + _cuda_rows(segments, big, rounds)
+
+
+def _cuda_rows(segments: Sequence[SegmentInput], batch: int, rounds: int) -> list[Row]:
+    """The default and the large model on the GPU, each with the GPU's busy fraction."""
+    import torch
+
     name = torch.cuda.get_device_name()
-    for config, label, key in ((None, "default", ""), (LARGE_CONFIG, "large, bf16", "large-")):
+    rows = []
+    for config, label, key in ((None, "default", ""), (LARGE_CONFIG, "large", "large-")):
         gpu = SegmentBatchEncoder.untrained(config, device="cuda")
-        rate = _encode_rate(gpu, segments, big, rounds)
-        busy = _gpu_busy_fraction(gpu, segments, big)
+        rate = _encode_rate(gpu, segments, batch, rounds)
+        busy = _gpu_busy_fraction(gpu, segments, batch)
+        busy_shown = f"{busy:.0%}" if busy is not None else "unknown (the profiler saw no GPU activity)"
         rows.append(
             Row(
-                f"encoder-cuda-{key}b{big}",
-                f"encoder CUDA ({label}), batch {big}",
+                f"encoder-cuda-{key}b{batch}",
+                f"encoder CUDA ({label}, bf16), batch {batch}",
                 rate["segments_per_s"],
                 "segments/s",
-                f"{name}; bf16 autocast; GPU busy {busy:.0%} of the encode time",
-                reference=f"encoder-cpu-{key}b{big}",
+                f"{name}; bf16 autocast; one batch in flight, as the stage feeds it; GPU busy {busy_shown}",
+                reference=f"encoder-cpu-{key}b{batch}",
                 extra={**rate, "gpu_busy_fraction": busy, "device": name},
             )
         )

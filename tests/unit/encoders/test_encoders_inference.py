@@ -109,6 +109,33 @@ def test_packed_passes_equal_padded_forward(which, request):
         assert np.array_equal(padded[0].numpy(), vector), len(segment.item_ids)
 
 
+def test_start_encoding_keeps_several_batches_in_flight(tiny):
+    """Vectors are copied back only when asked (on a GPU the host then prepares the next batch
+    while this one runs): batches collected in any order give what encode() gives."""
+    rng = random.Random(5)
+    batches = [[random_segment(rng, rng.randint(1, 40)) for _ in range(size)] for size in (3, 9, 1)]
+    started = [tiny.start_encoding(batch) for batch in batches]
+    for batch, collect in reversed(list(zip(batches, started, strict=True))):
+        assert np.array_equal(collect(), tiny.encode(batch))
+
+
+def test_packed_pass_under_bf16_autocast_stays_close_to_float32(tiny):
+    """On CUDA the encoder runs under bf16 autocast, which this machine cannot run: CPU autocast
+    exercises the same mixing of bf16 activations with float32 residuals and norms."""
+    rng = random.Random(3)
+    arrays = tiny.inputs([random_segment(rng, n) for n in (1, 2, 3, 8, 20, 20, 32)])
+    buckets = np.asarray(bucket_lengths(tiny.config.max_events))
+    padded = buckets[np.searchsorted(buckets, arrays.lengths)]
+    members = np.argsort(padded, kind="stable")
+    batch = arrays.packed(members, padded[members], torch.device("cpu"))
+    with torch.inference_mode():
+        exact = tiny.model.forward_packed(*batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = tiny.model.forward_packed(*batch)
+    assert exact.dtype == torch.float32 and low.shape == exact.shape
+    assert torch.nn.functional.cosine_similarity(exact, low.float()).min() > 0.99
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_vectors_do_not_depend_on_torch_threads(default, threads):
     rng = random.Random(5)
