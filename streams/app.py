@@ -29,12 +29,13 @@ from streams.collector import tune_collector
 from streams.config import MsliSettings, torch_threads
 from streams.encoder_fit import check_encoder_fits
 from streams.encoder_process import EncoderProcess, EncoderProcessError
-from streams.encoder_stage import EncoderStage, StageConfig
+from streams.encoder_stage import Encoder, EncoderStage, StageConfig
 from streams.errors import DeliveryError
 from streams.log_end import end_probe, log_end_offsets
 from streams.metrics import WorkerMetrics
 from streams.model_upgrade import backfill_new_version
 from streams.operations import WorkerOperations
+from streams.pipelined_encoder import PipelinedEncoder
 from streams.publisher import KafkaPublisher, producer_config
 from streams.segment_consumer import SegmentConsumer
 from streams.segment_reader import read_partition_range
@@ -87,7 +88,7 @@ class WorkerRuntime:
             release.callback(self.encoder_process.close)
         self.stage = EncoderStage(
             self.store,
-            self.metrics.timed(self.encoder_process or self.encoder),
+            self.metrics.timed(self._stage_encoder()),
             KafkaPublisher(producer_config(client)),
             StageConfig(
                 segments_topic=settings.segments_topic,
@@ -152,6 +153,16 @@ class WorkerRuntime:
                 release()
             except Exception as exc:
                 self.fail(exc)
+
+    def _stage_encoder(self) -> Encoder:
+        """On a CPU the encoder process; on a GPU the encoder behind a pipeline, so the GPU runs a
+        micro-batch while the stage merges the next and stores the one before; else the encoder.
+        (On a CPU a pipeline in this process would overlap nothing and store each batch later.)"""
+        if self.encoder_process is not None:
+            return self.encoder_process
+        if self.encoder.device.type != "cpu":
+            return PipelinedEncoder(self.encoder)
+        return self.encoder
 
     def _close_encoder_process(self) -> None:
         if self.encoder_process is not None:

@@ -46,10 +46,9 @@ import numpy as np
 import torch
 
 from encoders import ContextState, EncoderError, SegmentBatchArrays, SegmentBatchEncoder, SegmentInput
-from store import StoredSegment
 from streams.child_processes import die_with_parent, picklable, set_process_name
 from streams.collector import tune_collector
-from streams.representation_batch import BatchOutcome, RepresentationJob, finish_batch
+from streams.representation_batch import BatchBuilder, BatchOutcome, RepresentationJob
 
 __all__ = ["EncoderProcess", "EncoderProcessError"]
 
@@ -174,22 +173,20 @@ def _child_main(conn: Connection, torch_threads: int, parent_pid: int) -> None:
     try:
         encoder: SegmentBatchEncoder = conn.recv()
         tune_collector()
-        contextualize = encoder.contextualize if encoder.has_context else None
+        builder = BatchBuilder(encoder.contextualize if encoder.has_context else None)
         conn.send("ready")
-        previous: dict[str, list[StoredSegment]] = {}  # the last batch's new segments, by user
         while (message := conn.recv()) is not None:
             inputs, job = message
             answer: tuple[str, Any]
             try:
                 vectors = encoder.encode_inputs(inputs)
                 if job is None:
-                    previous = {}
+                    builder.forget()
                     answer = ("done", vectors)
                 else:
-                    outcome, previous = finish_batch(job, vectors, contextualize, previous)
-                    answer = ("done", outcome)
+                    answer = ("done", builder.finish(job, vectors))
             except Exception as exc:  # a bad segment: the stage raises it, as it would in-process
-                previous = {}
+                builder.forget()
                 answer = ("error", picklable(exc, EncoderError))
             conn.send(answer)
     except (EOFError, OSError):  # the worker is gone

@@ -14,12 +14,13 @@ topic, acknowledged by Kafka before the store write that moves the applied offse
 The encoder builds the representations too (streams/representation_batch.py), from each touched
 user's newest K, which the stage reads when it merges the batch.
 
-With an encoder process (streams/encoder_process.py), `submit` pipelines: it merges micro-batch n
-and hands it to the encoder, then stores n-1 while the encoder works. Batch n reads the windows
-n-1 touched from n-1's merged state, not the store, and counts n-1's records as applied; the
-encoder process merges n-1's new segments into the newest K read for n; the outbox is read when n
-is stored, after n-1. The store sees the same writes in the same order as without it, and a crash
-loses only batches that were not stored, which Kafka still holds.
+With an encoder process (streams/encoder_process.py), or an encoder in this process that returns
+before its vectors exist, as on a GPU (streams/pipelined_encoder.py), `submit` pipelines: it
+merges micro-batch n and hands it to the encoder, then stores n-1 while the encoder works. Batch n
+reads the windows n-1 touched from n-1's merged state, not the store, and counts n-1's records as
+applied; the representations of n merge n-1's new segments into the newest K read for n; the
+outbox is read when n is stored, after n-1. The store sees the same writes in the same order as
+without it, and a crash loses only batches that were not stored, which Kafka still holds.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ _REPORT_COUNTS = (
 
 class Encoder(Protocol):
     """What the stage needs of an encoder. One whose `asynchronous` attribute is true returns from
-    start_encoding before the vectors exist (streams/encoder_process.py): the stage then pipelines.
+    start_encoding before the vectors exist (streams/encoder_process.py,
+    streams/pipelined_encoder.py): the stage then pipelines.
     One whose `builds_representations` attribute is true also has `start_batch(segments, job)`,
     which returns the vectors and the representations (streams/representation_batch.py)."""
 

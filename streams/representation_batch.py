@@ -10,8 +10,8 @@ encoder the stage runs the same code on its own thread.
 
 The store read for micro-batch n happens while the batch before it, n-1, is still with the encoder
 and not stored (the stage's pipeline). n-1's new segments are then missing from what was read, so
-the job says so (`after_previous`), and the encoder process, which built n-1 a moment ago, merges
-the segments it kept from it. The union of the store's newest K, n-1's and n's new segments holds
+the job says so (`after_previous`), and the `BatchBuilder` that built n-1 just before merges the
+segments it kept from it. The union of the store's newest K, n-1's and n's new segments holds
 the newest K once both are stored, so each representation equals the one built after the store
 write, byte for byte (tests/integration/test_encoder_pipeline.py).
 """
@@ -30,6 +30,7 @@ from store.vector_codec import VectorDtype
 from streams.fuser import representation_bytes
 
 __all__ = [
+    "BatchBuilder",
     "BatchOutcome",
     "RepresentationJob",
     "RepresentationSpec",
@@ -99,6 +100,26 @@ def finish_batch(
         job.users, spec.model_version, newest, spec.half_life_ms, contextual
     )
     return BatchOutcome(vectors, representations), new_by_user
+
+
+class BatchBuilder:
+    """finish_batch() for micro-batches in the order the stage started them, each given the new
+    segments of the one before (its `previous`). An encoder process runs one; so does a pipelined
+    encoder in the stage's process (streams/pipelined_encoder.py)."""
+
+    def __init__(self, contextualize: Contextualize | None) -> None:
+        self._contextualize = contextualize
+        self._previous: dict[str, list[StoredSegment]] = {}
+
+    def finish(self, job: RepresentationJob, vectors: np.ndarray) -> BatchOutcome:
+        """The batch's outcome; the next job read after_previous merges this batch's segments."""
+        previous, self._previous = self._previous, {}  # if this raises, nothing carries over
+        outcome, self._previous = finish_batch(job, vectors, self._contextualize, previous)
+        return outcome
+
+    def forget(self) -> None:
+        """A batch went by without a job (or failed): no later job may merge what came before it."""
+        self._previous = {}
 
 
 def with_vector(head: SegmentHead, vector: np.ndarray) -> StoredSegment:

@@ -1,7 +1,8 @@
-"""A pipelined encoder stage (an encoder process, `submit`) stores and publishes exactly what the
-synchronous stage (`process`) does, on a stream whose windows run across micro-batches: the
-encoder process builds the representations from the store as read before the batch ahead of it
-was stored, plus that batch's segments, which it kept (streams/representation_batch.py)."""
+"""A pipelined encoder stage (an encoder process, or an encoder in the stage's process as on a GPU;
+`submit`) stores and publishes exactly what the synchronous stage (`process`) does, on a stream
+whose windows run across micro-batches: the representations are built from the store as read
+before the batch ahead of it was stored, plus that batch's segments, which the builder kept
+(streams/representation_batch.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from store import RocksDBVectorStore, keys
 from streams import encoder_stage
 from streams.encoder_process import EncoderProcess
 from streams.encoder_stage import EncoderStage, SourceRecord, StageConfig
+from streams.pipelined_encoder import PipelinedEncoder
 from streams.publisher import KafkaPublisher, producer_config
 from streams.synthetic import generate
 from streams.windowing import SegmentationConfig, SegmentCloser
@@ -71,9 +73,15 @@ def run_stage(
     return state, stage.totals, stored
 
 
+@pytest.mark.parametrize("in_child", [True, False], ids=["encoder-process", "in-process"])
 @pytest.mark.parametrize("context_layers", [0, 1], ids=["stored-vectors", "contextual-vectors"])
 def test_a_pipelined_stage_stores_and_publishes_what_the_synchronous_one_does(
-    kafka_bootstrap: str, create_topic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context_layers: int
+    kafka_bootstrap: str,
+    create_topic,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    context_layers: int,
+    in_child: bool,
 ) -> None:
     records = closed_segment_records()
     config = SegmentEncoderConfig(context_layers=context_layers)
@@ -86,13 +94,14 @@ def test_a_pipelined_stage_stores_and_publishes_what_the_synchronous_one_does(
     successors = []  # windows the next micro-batch took from the pending one's state
     original = encoder_stage._Window.successor
     monkeypatch.setattr(encoder_stage._Window, "successor", lambda w: successors.append(w) or original(w))
-    child = EncoderProcess(encoder, torch_threads=1)
+    piped = EncoderProcess(encoder, torch_threads=1) if in_child else PipelinedEncoder(encoder)
     try:
         piped_state, piped_totals, piped_stored = run_stage(
-            kafka_bootstrap, piped_topic, tmp_path / "piped", child, records, pipelined=True
+            kafka_bootstrap, piped_topic, tmp_path / "piped", piped, records, pipelined=True
         )
     finally:
-        child.close()
+        if isinstance(piped, EncoderProcess):
+            piped.close()
 
     assert len(successors) > 10  # the overlay was exercised
     assert sync_totals.duplicates > 0 and sync_totals.reasons["late"] > 0  # so was the merging

@@ -104,10 +104,13 @@ def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -
     return records
 
 
+# Without an encoder process, the encoder runs on the stage's thread (MSLI_ENCODER_PROCESS=false).
+@pytest.mark.parametrize("encoder_process", ["true", "false"], ids=["encoder-process", "in-process"])
 def test_events_in_representations_out(
-    worker_env: dict[str, str], start_worker, kafka_bootstrap: str
+    worker_env: dict[str, str], start_worker, kafka_bootstrap: str, encoder_process: str
 ) -> None:
     env = worker_env
+    env["MSLI_ENCODER_PROCESS"] = encoder_process  # the dict start_worker starts the worker with
     events = make_events()
     expected = expected_segments(events)
     worker = start_worker()
