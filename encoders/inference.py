@@ -201,6 +201,18 @@ def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor
 
 
+def _to_host(vectors: torch.Tensor) -> torch.Tensor:
+    """A pass's vectors as float32 on the host. From a GPU the copy is queued right behind the
+    pass's kernels, into pinned memory, and nothing waits for it here: the host goes on padding
+    and launching, and a batch's vectors wait only for its own kernels. (A plain .cpu() later
+    would be queued behind every kernel launched meanwhile, the next batch's too.)"""
+    if vectors.device.type != "cuda":
+        return vectors.float()
+    host = torch.empty(vectors.shape, dtype=torch.float32, pin_memory=True)
+    host.copy_(vectors.float(), non_blocking=True)
+    return host
+
+
 def batch_arrays(
     segments: Sequence[SegmentInput],
     vocab: ItemVocabulary,
@@ -513,14 +525,17 @@ class SegmentBatchEncoder:
         with torch.inference_mode(), autocast:
             for members in _passes(order, padded[order], self.max_batch_tokens):
                 batch = arrays.packed(members, padded[members], self._device)
-                done.append((members, self._model.forward_packed(*batch)))  # (len(members), dim)
+                done.append((members, _to_host(self._model.forward_packed(*batch))))  # (len, dim)
+        copied = torch.cuda.Event() if self._device.type == "cuda" else None
+        if copied is not None:
+            copied.record()  # behind this batch's last copy, ahead of any later batch's kernels
 
-        # Copied back only when asked: on a GPU each copy waits for its kernels, and waiting
-        # sooner would leave the GPU idle while the next pass, or batch, is padded and launched.
         def vectors() -> np.ndarray:
+            if copied is not None:
+                copied.synchronize()
             out = np.empty((len(arrays.lengths), self.dim), dtype=np.float32)
             for chunk, chunk_vectors in done:
-                out[chunk] = chunk_vectors.float().cpu().numpy()
+                out[chunk] = chunk_vectors.numpy()
             return out
 
         return vectors

@@ -134,9 +134,9 @@ def _gpu_busy_fraction(
     """Share of the encode calls' wall time during which the GPU ran a kernel or a copy; None when
     the profiler saw no GPU activity (without CUPTI it records none).
 
-    The union of the GPU's activity intervals, not their sum: kernels and copies on different
-    streams overlap, and the profiler also books each kernel to the CPU op that launched it. The
-    profiler's own overhead lengthens the wall time a little, so this errs low.
+    The union of the GPU's activity intervals, not a sum of per-op device times: kernels and
+    copies may overlap, and a profile holding CPU ops books each kernel to the op that launched it
+    as well. The profiler's own overhead lengthens the wall time a little, so this errs low.
     """
     import torch
     from torch.autograd import DeviceType
