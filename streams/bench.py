@@ -52,6 +52,7 @@ class BenchOptions:
     offered_rate: float = 10_000.0  # events/s offered during the freshness phase
     groups: tuple[str, ...] = ROW_GROUPS  # which row groups to run
     seed: int = 0
+    worker_device: str = "cpu"  # the worker rows' encoder: cpu (the issue's targets) or cuda
 
     @property
     def n_events(self) -> int:
@@ -87,7 +88,7 @@ def run_bench(settings: MsliSettings, options: BenchOptions) -> BenchReport:
     with tempfile.TemporaryDirectory(prefix="msli-bench-") as tmp, _broker(settings, needs_broker) as broker:
         machine["broker"], bootstrap, broker_pid = broker
         if needs_broker:
-            settings = _bench_settings(settings, run, Path(tmp), bootstrap)
+            settings = _bench_settings(settings, run, Path(tmp), bootstrap, options.worker_device)
             ensure_topics(settings)
             # Event times end two hours before now: the worker's quiet-partition clock then
             # closes every window of the load, and the freshness load that follows starts after it.
@@ -239,7 +240,7 @@ def _worker_rows(
     report.add(
         Row(
             "end-to-end",
-            "end to end (CPU encoder)",
+            f"end to end ({settings.device.upper()} encoder)",
             e2e["events"] / e2e["seconds"],
             "events/s",
             f"{e2e['segments_encoded']:,} segments encoded, {e2e['published']:,} representations; "
@@ -352,9 +353,12 @@ def _broker(settings: MsliSettings, needed: Any) -> Iterator[tuple[str, str | No
             yield "local Tansu broker (memory only)", broker.bootstrap_servers, broker.pid
 
 
-def _bench_settings(settings: MsliSettings, run: str, tmp: Path, bootstrap: str | None) -> MsliSettings:
+def _bench_settings(
+    settings: MsliSettings, run: str, tmp: Path, bootstrap: str | None, device: str
+) -> MsliSettings:
     """Topics and groups of this run only; a short quiet-partition wait so a caught-up worker
-    closes its last windows quickly; event times far ahead allowed for the compressed freshness load."""
+    closes its last windows quickly; event times far ahead allowed for the compressed freshness
+    load; the worker's encoder on `device`, never on whatever the configuration's "auto" finds."""
     prefix = f"msli-bench-{run}"
     return settings.model_copy(
         update={
@@ -368,6 +372,6 @@ def _bench_settings(settings: MsliSettings, run: str, tmp: Path, bootstrap: str 
             "state_dir": tmp / "worker",
             "partition_idle_seconds": 1.0,
             "max_future_seconds": 30 * 86_400.0,
-            "device": "cpu",
+            "device": device,
         }
     )

@@ -333,6 +333,13 @@ def store_sync(ctx: click.Context, replica_dir: Path, until_caught_up: bool) -> 
     help="Comma-separated row groups: broker, faust, segmenter, worker, encoder, store.",
 )
 @click.option("--offered-rate", default=10_000.0, show_default=True, help="Events/s for the freshness row.")
+@click.option(
+    "--worker-device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where the worker rows' encoder runs (the targets are for cpu).",
+)
 @click.pass_context
 def bench(
     ctx: click.Context,
@@ -343,6 +350,7 @@ def bench(
     users: int | None,
     rows: str,
     offered_rate: float,
+    worker_device: str,
 ) -> None:
     """Measure throughput, freshness, encoder, scoring and store figures side by side in one run, on
     a local broker unless one is configured; print a table, write a PNG chart (and JSON)."""
@@ -352,9 +360,21 @@ def bench(
     unknown = sorted(set(groups) - set(ROW_GROUPS))
     if unknown:
         raise ConfigError(f"--rows: unknown row group {unknown[0]!r}; known: {', '.join(ROW_GROUPS)}")
+    if worker_device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--worker-device cuda: torch sees no CUDA device on this machine")
     if ctx.obj["log_level"] == "info":  # the table says it all; keep warnings
         logging.getLogger().setLevel(logging.WARNING)
-    options = BenchOptions(quick=quick, events=events, users=users, offered_rate=offered_rate, groups=groups)
+    options = BenchOptions(
+        quick=quick,
+        events=events,
+        users=users,
+        offered_rate=offered_rate,
+        groups=groups,
+        worker_device=worker_device,
+    )
     # SIGTERM unwinds like Ctrl-C, so the local broker and the temporary state are cleaned up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run_bench(_settings(ctx), options)

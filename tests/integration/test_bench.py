@@ -116,3 +116,19 @@ def test_unknown_row_group_is_one_line(bench_env: dict[str, str]) -> None:
     )
     assert run.returncode == 2
     assert "warp-drive" in run.stderr and run.stderr.strip().count("\n") == 0
+
+
+def test_a_cuda_worker_without_a_gpu_is_one_line(bench_env: dict[str, str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --worker-device cuda is valid here")
+    run = subprocess.run(
+        [MSLI, "bench", "--rows", "worker", "--worker-device", "cuda"],
+        env=bench_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "no CUDA device" in run.stderr and run.stderr.strip().count("\n") == 0
