@@ -106,16 +106,16 @@ def test_quick_bench_reports_every_row(bench_env: dict[str, str], tmp_path: Path
     assert chart.stat().st_size < 200_000
 
 
+def refused(env: dict[str, str], *args: str) -> str:
+    """`msli bench` with arguments it must refuse at once: exit 2 and one line, which is returned."""
+    run = subprocess.run([MSLI, "bench", *args], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().count("\n") == 0, run.stderr
+    return run.stderr
+
+
 def test_unknown_row_group_is_one_line(bench_env: dict[str, str]) -> None:
-    run = subprocess.run(
-        [MSLI, "bench", "--rows", "broker,warp-drive"],
-        env=bench_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 2
-    assert "warp-drive" in run.stderr and run.stderr.strip().count("\n") == 0
+    assert "warp-drive" in refused(bench_env, "--rows", "broker,warp-drive")
 
 
 def test_a_cuda_worker_without_a_gpu_is_one_line(bench_env: dict[str, str]) -> None:
@@ -123,12 +123,4 @@ def test_a_cuda_worker_without_a_gpu_is_one_line(bench_env: dict[str, str]) -> N
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: --worker-device cuda is valid here")
-    run = subprocess.run(
-        [MSLI, "bench", "--rows", "worker", "--worker-device", "cuda"],
-        env=bench_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 2
-    assert "no CUDA device" in run.stderr and run.stderr.strip().count("\n") == 0
+    assert "no CUDA device" in refused(bench_env, "--rows", "worker", "--worker-device", "cuda")
