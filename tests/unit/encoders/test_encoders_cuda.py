@@ -1,39 +1,22 @@
 """The encoder on a GPU: bf16 autocast, the packed pass, pinned copies, batches in flight.
 
-These run only where torch sees a CUDA device. CI has none, so they have run only on machines
-lent with a GPU: run `./dev test` there (or `pytest tests/unit/encoders/test_encoders_cuda.py`)
-before trusting a GPU figure. On a CPU the same code paths are covered, except the fused attention
-kernel and CUDA's autocast (tests/unit/encoders/test_encoders_inference.py and _model.py).
+These run only where torch sees a CUDA device. CI has none, so they run only on a machine lent
+with a GPU (none yet since they were written): run `./dev test` there, or
+`pytest tests/unit/encoders/test_encoders_cuda.py`, before trusting a GPU figure. On a CPU the
+same code is covered except what only CUDA has: its autocast and attention kernels, pinned copies
+and events (tests/unit/encoders/test_encoders_inference.py and _model.py).
 """
-
-import random
 
 import numpy as np
 import pytest
 import torch
+from segment_samples import random_segments
 
-from encoders import ContextState, SegmentBatchEncoder, SegmentEncoderConfig, SegmentInput
+from encoders import ContextState, SegmentBatchEncoder, SegmentEncoderConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
 DEVICE = "cuda"
-
-
-def random_segments(n: int, seed: int) -> list[SegmentInput]:
-    rng = random.Random(seed)
-    segments = []
-    for _ in range(n):
-        length = rng.choice([1, 2, 3, 5, 8, 13, 40, 300])  # 300: cut to the newest max_events
-        start = 1_700_000_000_000 + rng.randrange(10**9)
-        segments.append(
-            SegmentInput(
-                item_ids=[f"i{rng.randrange(5_000)}" for _ in range(length)],
-                actions=[rng.randrange(10) for _ in range(length)],
-                event_times_ms=sorted(start + rng.randrange(3_600_000) for _ in range(length)),
-                weights=[rng.choice([None, 1.0, 4.5]) for _ in range(length)],
-            )
-        )
-    return segments
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

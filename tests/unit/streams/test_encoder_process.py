@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from segment_samples import random_segments
 
 from encoders import EncoderError, SegmentBatchEncoder, SegmentInput
 from streams.encoder_process import EncoderProcess, EncoderProcessError
@@ -23,22 +23,6 @@ def process(encoder: SegmentBatchEncoder) -> Iterator[EncoderProcess]:
     child = EncoderProcess(encoder, torch_threads=1)
     yield child
     child.close()
-
-
-def random_segments(n: int, seed: int) -> list[SegmentInput]:
-    rng = random.Random(seed)
-    segments = []
-    for _ in range(n):
-        length = rng.choice([1, 2, 3, 7, 16, 40, 300])  # 300: longer than max_events, cut to the newest
-        segments.append(
-            SegmentInput(
-                item_ids=[f"i{rng.randrange(2_000)}" for _ in range(length)],
-                actions=[rng.randrange(10) for _ in range(length)],
-                event_times_ms=sorted(1_700_000_000_000 + rng.randrange(10**8) for _ in range(length)),
-                weights=[rng.choice([None, 1.0, 4.5]) for _ in range(length)],
-            )
-        )
-    return segments
 
 
 def test_vectors_are_the_parents_bit_for_bit(encoder: SegmentBatchEncoder, process: EncoderProcess) -> None:
